@@ -1,0 +1,55 @@
+# wattwise: `make train` and `make test` are the two commands a newcomer needs.
+# Each creates .venv on first use (idempotent) from the pinned versions in constraints.txt.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+CONSTRAINTS ?= constraints.txt
+STAMP := $(VENV)/.installed
+ARGS ?=
+SWEEP ?=
+
+.PHONY: install train test test-fast bench bench-quick sweep compare lint format clean
+
+install: $(STAMP)
+
+# torch first, pinned, so that no other package can pull a multi-GB CUDA build on a CPU machine.
+$(STAMP): pyproject.toml $(CONSTRAINTS)
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -c $(CONSTRAINTS) torch
+	$(PY) -m pip install -q -c $(CONSTRAINTS) -e '.[dev]'
+	touch $(STAMP)
+
+train: $(STAMP)
+	$(PY) train.py $(ARGS)
+
+test: $(STAMP)
+	MPLCONFIGDIR=$${MPLCONFIGDIR:-/tmp/wattwise-mpl} WANDB_MODE=offline $(PY) -m pytest -q $(ARGS)
+
+test-fast: $(STAMP)
+	MPLCONFIGDIR=$${MPLCONFIGDIR:-/tmp/wattwise-mpl} WANDB_MODE=offline $(PY) -m pytest -q -m "not slow" $(ARGS)
+
+bench: $(STAMP)
+	$(PY) bench/energy_bench.py $(ARGS)
+
+bench-quick: $(STAMP)
+	$(PY) bench/energy_bench.py --quick $(ARGS)
+
+sweep: $(STAMP)
+	$(PY) train.py -m 'optim=[],[amp],[prune],[amp,prune]' $(ARGS)
+
+# make compare SWEEP=outputs/multirun/<date>/<time>  (defaults to the newest sweep)
+compare: $(STAMP)
+	$(PY) -m wattwise.compare $(if $(SWEEP),$(SWEEP),$$(ls -d outputs/multirun/*/* | sort | tail -n 1))
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests bench train.py
+	$(VENV)/bin/ruff format --check src tests bench train.py
+
+format: $(STAMP)
+	$(VENV)/bin/ruff check --fix src tests bench train.py
+	$(VENV)/bin/ruff format src tests bench train.py
+
+clean:
+	rm -rf outputs/* multirun .pytest_cache .ruff_cache
+	find . -name __pycache__ -prune -exec rm -rf {} +

@@ -1,0 +1,77 @@
+"""Shared fixtures: compose the real configs into a tmp dir and shrink the run to a few batches."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, open_dict
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF_DIR = ROOT / "conf"
+sys.path.insert(0, str(Path(__file__).parent))  # tests/ helpers (fake_gpu, wandb_offline)
+
+os.environ.setdefault("MPLCONFIGDIR", "/tmp/wattwise-mpl")
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("WANDB_SILENT", "true")
+
+# A few batches per stage: enough to exercise every hook, cheap enough for CI.
+SMALL = [
+    "trainer.max_epochs=1",
+    "+trainer.limit_train_batches=3",
+    "+trainer.limit_val_batches=2",
+    "+trainer.limit_test_batches=2",
+    "+trainer.enable_progress_bar=false",
+    "++callbacks.progress_bar=null",
+    "trainer.log_every_n_steps=1",
+]
+
+
+def compose_cfg(tmp_path: Path, overrides: Sequence[str] = (), small: bool = True) -> DictConfig:
+    """The real conf/ composed with `overrides`, writing into tmp_path; HydraConfig is set as in a run."""
+    GlobalHydra.instance().clear()
+    run_dir = tmp_path / "run"
+    all_overrides = [*(SMALL if small else []), *overrides, f"hydra.run.dir={run_dir}"]
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=all_overrides, return_hydra_config=True)
+    with open_dict(cfg):
+        cfg.hydra.runtime.output_dir = str(run_dir)
+        cfg.hydra.runtime.cwd = str(ROOT)
+        cfg.hydra.job.override_dirname = ",".join(overrides) or "defaults"
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        del cfg["hydra"]  # a real run's task config has no hydra node either
+        cfg.paths.output_dir = str(run_dir)
+        cfg.paths.root_dir = str(tmp_path)
+        cfg.paths.data_dir = str(tmp_path / "data")
+    return cfg
+
+
+@pytest.fixture
+def make_cfg(tmp_path: Path) -> Callable[..., DictConfig]:
+    def _make(*overrides: str, small: bool = True) -> DictConfig:
+        return compose_cfg(tmp_path, overrides, small=small)
+
+    yield _make
+    GlobalHydra.instance().clear()
+
+
+def run_cli(args: Sequence[str], cwd: Path, timeout: int = 240, env: dict | None = None):
+    """Run `python train.py ...` as a user would; returns the CompletedProcess."""
+    import subprocess
+
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    return subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=full_env,
+    )

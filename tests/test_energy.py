@@ -1,0 +1,110 @@
+"""The energy meter and monitor, against the real Zeus code with a fake GPU, and the estimate."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from fake_gpu import FakeGPU, install_fake_gpus
+
+from wattwise.energy import EnergyMeter, EnergyMonitor, EstimateModel
+from wattwise.train import train
+
+
+def _burn_cpu(seconds: float = 0.2) -> None:
+    import time
+
+    end = time.perf_counter() + seconds
+    a = torch.randn(128, 128)
+    while time.perf_counter() < end:
+        a = (a @ a).tanh()
+
+
+def test_estimate_is_labelled_and_follows_cpu_time():
+    meter = EnergyMeter("estimate", estimate=EstimateModel(cpu_W_per_core=10.0))
+    assert meter.source == "estimate" and not meter.measured
+    assert "estimate" in meter.describe()
+    meter.begin("w")
+    _burn_cpu()
+    r = meter.end("w")
+    assert r.gpu_J is None
+    assert r.cpu_J is not None and r.cpu_J > 0
+    # 10 W per busy core: the estimate cannot exceed 10 W x cores x wall time
+    assert r.cpu_J <= 10.0 * torch.get_num_threads() * r.time_s * 1.5 + 0.5
+
+
+def test_off_measures_time_only():
+    meter = EnergyMeter("off")
+    meter.begin("w")
+    r = meter.end("w")
+    assert meter.source == "off" and r.total_J is None and r.time_s >= 0
+
+
+def test_bad_mode_and_negative_estimate_are_rejected():
+    with pytest.raises(ValueError, match="energy.mode"):
+        EnergyMeter("sometimes")
+    with pytest.raises(ValueError, match="cpu_W_per_core"):
+        EstimateModel(cpu_W_per_core=-1)
+    with pytest.raises(ValueError, match="grid_gCO2_per_kWh"):
+        EnergyMonitor(grid_gCO2_per_kWh=-5)
+
+
+def test_auto_without_counters_falls_back_to_a_labelled_estimate():
+    meter = EnergyMeter("auto")  # no GPU here; RAPL only where readable
+    expected = "zeus-rapl" if meter.zeus_monitor.cpu_indices else "estimate"
+    assert meter.source == expected
+
+
+def test_meter_reads_the_fake_gpu_counter_through_zeus():
+    gpu = FakeGPU()
+    with install_fake_gpus([gpu]):
+        meter = EnergyMeter("auto", gpu_index=0)
+        assert meter.source == "zeus-nvml" and meter.measured
+        meter.begin("w")
+        gpu.advance(12.5)
+        r = meter.end("w")
+    assert r.gpu_J == pytest.approx(12.5)
+    assert gpu.energy_reads[-1] - gpu.energy_reads[-2] == pytest.approx(12.5)
+
+
+def _fake_gpu_run(make_cfg, *extra):
+    cfg = make_cfg(
+        "trainer.max_epochs=2", "energy.gpu_index=0", "+callbacks.burn._target_=fake_gpu.BurnCallback", *extra
+    )
+    gpu = FakeGPU()
+    with install_fake_gpus([gpu]):
+        train(cfg)
+    return (
+        cfg,
+        gpu,
+        json.loads((__import__("pathlib").Path(cfg.paths.output_dir) / "summary.json").read_text()),
+    )
+
+
+def test_monitor_totals_equal_what_the_fake_gpu_reports(make_cfg):
+    cfg, gpu, s = _fake_gpu_run(make_cfg)
+    # sanity check: 2 val batches x 0.5 J; each epoch: 3 train x 1 J + 2 val x 0.5 J; test: 2 x 0.25 J
+    assert s["energy/source"] == "zeus-nvml"
+    assert s["energy/total_J"] == pytest.approx(1.0 + 2 * 4.0)
+    assert s["energy/gpu_J"] == pytest.approx(s["energy/total_J"])
+    assert s["energy/epoch_J"] == pytest.approx(4.0)
+    assert s["energy/test_J"] == pytest.approx(0.5)
+    assert s["energy/J_per_sample"] == pytest.approx(9.0 / (2 * 3 * 64))
+    assert s["energy/avg_W"] == pytest.approx(9.0 / s["time/train_s"])
+    assert s["carbon/gCO2e"] == pytest.approx(9.0 / 3.6e6 * 475.0)
+    # the monitor read the counter only at boundaries, never per step
+    assert len(gpu.energy_reads) <= 2 * (2 + 2 * 2 + 2 * 2)
+
+
+def test_resume_continues_with_the_energy_already_spent(make_cfg, tmp_path):
+    cfg, _, first = _fake_gpu_run(make_cfg)
+    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    assert last.is_file()
+    state = torch.load(last, weights_only=False)["callbacks"]
+    saved = next(v for k, v in state.items() if "EnergyMonitor" in k)
+    assert saved["total_J"] == pytest.approx(first["energy/total_J"])
+    _, _, resumed = _fake_gpu_run(make_cfg, "trainer.max_epochs=3", f"ckpt_path={last}")
+    # one more epoch (4 J) plus the resumed run's sanity check (1 J) on top of what was spent
+    assert resumed["energy/total_J"] == pytest.approx(first["energy/total_J"] + 4.0 + 1.0)
+    assert resumed["epochs"] == 3

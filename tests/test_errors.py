@@ -1,0 +1,74 @@
+"""Bad input fails fast: one or two lines naming the key and the fix, a non-zero exit, no traceback."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import ROOT, run_cli
+from omegaconf import OmegaConf
+
+from wattwise.utils.errors import ConfigError
+from wattwise.utils.validate import validate_config
+
+BASE = {
+    "data": {"batch_size": 64},
+    "trainer": {"max_epochs": 3},
+    "energy": {"grid_gCO2_per_kWh": 475.0},
+    "paths": {"data_dir": "data"},
+    "seed": 1,
+    "ckpt_path": None,
+}
+
+
+def _cfg(**changes):
+    cfg = OmegaConf.create(BASE)
+    for key, value in changes.items():
+        OmegaConf.update(cfg, key.replace("__", "."), value, force_add=True)
+    return cfg
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"data__batch_size": 0}, "data.batch_size must be a positive integer"),
+        ({"data__batch_size": -8}, "data.batch_size must be a positive integer"),
+        ({"data__batch_size": 2.5}, "data.batch_size must be a positive integer"),
+        ({"trainer__max_epochs": 0}, "trainer.max_epochs must be a positive integer"),
+        ({"energy__grid_gCO2_per_kWh": -1.0}, "energy.grid_gCO2_per_kWh must be a number >= 0"),
+        ({"energy__mode": "sometimes"}, "energy.mode must be auto, estimate or off"),
+        ({"ckpt_path": "/nonexistent/last.ckpt"}, "ckpt_path=/nonexistent/last.ckpt is not a file"),
+        ({"seed": "abc"}, "seed must be an integer"),
+    ],
+)
+def test_validate_rejects(changes, message):
+    with pytest.raises(ConfigError, match=message.replace(".", r"\.")):
+        validate_config(_cfg(**changes))
+
+
+def test_validate_rejects_unreadable_data_dirs(tmp_path):
+    a_file = tmp_path / "file.txt"
+    a_file.write_text("x")
+    with pytest.raises(ConfigError, match="is not a directory"):
+        validate_config(_cfg(paths__data_dir=str(a_file)))
+    with pytest.raises(ConfigError, match="cannot be created"):
+        validate_config(_cfg(paths__data_dir=str(a_file / "sub")))
+    validate_config(_cfg(paths__data_dir=str(tmp_path / "new")))  # creatable: fine
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("args", "expect"),
+    [
+        (["data.batch_size=0"], "data.batch_size must be a positive integer"),
+        (["trainer.max_epochs=-1"], "trainer.max_epochs must be a positive integer"),
+        (["energy.grid_gCO2_per_kWh=-3"], "energy.grid_gCO2_per_kWh"),
+        (["paths.data_dir=/proc/version"], "is not a directory"),
+        (["model=transformer"], "Could not find 'model/transformer'"),
+        (["model.net.hidden_size=3"], "hidden_size"),
+    ],
+)
+def test_cli_bad_input_is_one_clear_line(tmp_path, args, expect):
+    proc = run_cli([*args, f"hydra.run.dir={tmp_path}/run"], cwd=ROOT, timeout=120)
+    assert proc.returncode != 0
+    assert expect in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "run" / "checkpoints").exists()  # failed before any training

@@ -1,0 +1,197 @@
+"""The runnable core: every data/model/trainer/energy/logger config trains a few batches and
+writes a summary that holds the contract's fields."""
+
+from __future__ import annotations
+
+import json
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import ROOT, compose_cfg, run_cli
+from hydra.core.global_hydra import GlobalHydra
+
+from wattwise.train import train
+
+CONTRACT = [
+    "test/acc",
+    "val/acc",
+    "val/loss",
+    "energy/total_J",
+    "energy/epoch_J",
+    "energy/J_per_sample",
+    "energy/avg_W",
+    "energy/source",
+    "carbon/gCO2e",
+    "time/train_s",
+]
+
+
+def _summary(cfg) -> dict:
+    return json.loads((Path(cfg.paths.output_dir) / "summary.json").read_text())
+
+
+def _write_tiny_cifar(root: Path, per_batch: int = 20) -> None:
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        batch = {
+            b"data": rng.integers(0, 255, (per_batch, 3072), dtype=np.uint8),
+            b"labels": rng.integers(0, 10, per_batch).tolist(),
+        }
+        (folder / name).write_bytes(pickle.dumps(batch))
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["data=digits", "model=mlp"],
+        ["data=digits", "model=cnn"],
+        ["data=synthetic", "data.num_samples=256", "data.batch_size=32", "model=cnn"],
+        [
+            "data=synthetic",
+            "data.num_samples=128",
+            "data.batch_size=16",
+            "model=resnet18",
+            "model.net.width=8",
+        ],
+        ["trainer=cpu"],
+        ["energy=estimate"],
+        ["energy=off"],
+        ["logger=csv"],
+        ["logger=none", "callbacks=none"],
+    ],
+    ids=lambda o: ",".join(o),
+)
+def test_config_trains_and_writes_summary(make_cfg, overrides):
+    cfg = make_cfg(*overrides)
+    objective = train(cfg)
+    s = _summary(cfg)
+    assert s["status"] == "completed"
+    assert 0.0 <= s["test/acc"] <= 1.0
+    assert objective == pytest.approx(s["test/acc"])
+    assert s["device"].startswith("cpu")
+    if s["energy/source"] == "off":
+        assert "energy/total_J" not in s and s["time/train_s"] > 0
+    else:
+        assert s["energy/total_J"] > 0 and s["energy/source"] in ("estimate", "zeus-rapl")
+
+
+def test_summary_holds_the_contract(make_cfg):
+    cfg = make_cfg("trainer.max_epochs=2", "seed=7")
+    train(cfg)
+    s = _summary(cfg)
+    for key in CONTRACT:
+        assert key in s, key
+    assert s["energy_source"] == s["energy/source"]
+    assert "estimate" in s["energy_method"] or s["energy/source"].startswith("zeus")
+    assert s["seed"] == 7 and s["epochs"] == 2 and s["optim"] == []
+    assert s["versions"]["torch"] == torch.__version__
+    assert (Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt").is_file()
+    assert (Path(cfg.paths.output_dir) / "csv" / "metrics.csv").read_text().count("energy/total_J") == 1
+
+
+def test_run_wide_overrides_take_effect(make_cfg):
+    cfg = make_cfg("data.batch_size=16", "trainer.max_epochs=2", "seed=3")
+    train(cfg)
+    s = _summary(cfg)
+    assert s["epochs"] == 2
+    assert s["global_step"] == 2 * 3  # limit_train_batches=3 per epoch
+    assert s["energy/J_per_sample"] == pytest.approx(s["energy/total_J"] / (2 * 3 * 16))
+
+
+def test_seed_makes_runs_repeatable(tmp_path):
+    results = []
+    for i in range(2):
+        cfg = compose_cfg(tmp_path / str(i), ["seed=11", "energy=off"])
+        train(cfg)
+        results.append(_summary(cfg)["val/loss"])
+        GlobalHydra.instance().clear()
+    assert results[0] == pytest.approx(results[1], rel=1e-6)
+
+
+def test_cifar10_reads_the_original_pickles(make_cfg, tmp_path):
+    _write_tiny_cifar(tmp_path / "data")
+    cfg = make_cfg("data=cifar10", "data.batch_size=16", "data.eval_batch_size=16", "model=cnn")
+    train(cfg)
+    assert _summary(cfg)["status"] == "completed"
+
+
+def test_cifar10_missing_without_download_says_how_to_fix(make_cfg):
+    cfg = make_cfg("data=cifar10")
+    with pytest.raises(SystemExit):
+        train(cfg)
+
+
+def test_gpu_trainer_config_composes(make_cfg):
+    cfg = make_cfg("trainer=gpu")
+    assert cfg.trainer.accelerator == "gpu"
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device: composed only")
+    train(cfg)
+    assert _summary(cfg)["device"].startswith("cuda")
+
+
+def test_default_run_reaches_95_percent(make_cfg):
+    cfg = make_cfg("++callbacks.progress_bar=null", "+trainer.enable_progress_bar=false", small=False)
+    train(cfg)
+    s = _summary(cfg)
+    assert s["test/acc"] >= 0.95, s["test/acc"]
+    assert s["epochs"] == 10
+
+
+@pytest.mark.slow
+def test_cli_default_prints_the_table(tmp_path):
+    proc = run_cli(["trainer.max_epochs=2", f"hydra.run.dir={tmp_path}/run"], cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    for line in ("test accuracy", "energy", "average power", "energy / train sample", "wall time", "CO2e"):
+        assert line in proc.stdout, line
+    assert "ESTIMATE" in proc.stdout or "measured" in proc.stdout
+    assert (tmp_path / "run" / "summary.json").is_file()
+
+
+@pytest.mark.slow
+def test_multirun_writes_one_summary_per_job(tmp_path):
+    proc = run_cli(
+        [
+            "-m",
+            "model=mlp,cnn",
+            "trainer.max_epochs=1",
+            "+trainer.limit_train_batches=3",
+            "+trainer.enable_progress_bar=false",
+            "callbacks.progress_bar=null",
+            f"hydra.sweep.dir={tmp_path}/sweep",
+        ],
+        cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    summaries = sorted((tmp_path / "sweep").glob("*/summary.json"))
+    assert len(summaries) == 2
+    models = {json.loads(p.read_text())["overrides"][0] for p in summaries}
+    assert models == {"model=mlp", "model=cnn"}
+
+
+@pytest.mark.slow
+def test_ddp_on_two_cpu_processes(tmp_path):
+    proc = run_cli(
+        [
+            "trainer=ddp",
+            "trainer.accelerator=cpu",
+            "trainer.devices=2",
+            "trainer.max_epochs=1",
+            "+trainer.limit_train_batches=3",
+            "+trainer.limit_val_batches=2",
+            "+trainer.enable_progress_bar=false",
+            "callbacks.progress_bar=null",
+            "energy=estimate",
+            f"hydra.run.dir={tmp_path}/run",
+        ],
+        cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    s = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert s["status"] == "completed" and "x2 processes" in s["device"]
+    assert s["energy/J_per_sample"] == pytest.approx(s["energy/total_J"] / (3 * 64 * 2), rel=0.5)

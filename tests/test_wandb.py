@@ -1,0 +1,86 @@
+"""W&B: offline without a key or a network (one warning, no hang), metrics read back from the offline run."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import pytest
+from conftest import ROOT, run_cli
+from wandb_offline import find_run_files, read_run
+
+from wattwise.train import train
+from wattwise.utils.wandb_logger import choose_mode
+
+
+@pytest.fixture
+def no_wandb_env(monkeypatch, tmp_path):
+    for var in ("WANDB_MODE", "WANDB_API_KEY", "WANDB_BASE_URL"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))  # no ~/.netrc
+    monkeypatch.setenv("NETRC", str(tmp_path / "home" / ".netrc"))
+
+
+def test_no_key_means_offline_with_one_warning(no_wandb_env, caplog):
+    with caplog.at_level(logging.WARNING):
+        assert choose_mode() == "offline"
+    assert sum("no API key" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_key_but_no_network_goes_offline_fast(no_wandb_env, monkeypatch, caplog):
+    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
+    monkeypatch.setenv("WANDB_BASE_URL", "http://127.0.0.1:9")  # nothing listens on the discard port
+    start = time.monotonic()
+    with caplog.at_level(logging.WARNING):
+        assert choose_mode() == "offline"
+    assert time.monotonic() - start < 5
+    assert any("unreachable" in r.getMessage() for r in caplog.records)
+
+
+def test_explicit_mode_is_respected(no_wandb_env, monkeypatch):
+    assert choose_mode("disabled") == "disabled"
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    assert choose_mode() == "offline"
+
+
+def test_offline_run_holds_the_energy_metrics(no_wandb_env, make_cfg):
+    cfg = make_cfg("logger=many", "trainer.max_epochs=2")
+    train(cfg)
+    files = find_run_files(Path(cfg.paths.output_dir))
+    assert len(files) == 1
+    run = read_run(files[0])
+    assert run["exited"]
+    energy_rows = [row for row in run["history"] if "energy/total_J" in row]
+    assert len(energy_rows) >= 2  # one per epoch, then the final figures
+    assert run["summary"]["energy/source"] == "estimate"
+    assert run["summary"]["energy/total_J"] > 0
+    assert run["summary"]["test/acc"] >= 0
+    assert run["config"]["data"]["batch_size"] == 64  # the resolved config
+    # nothing lost: the CSV logger and the summary hold the same figures
+    assert "energy/total_J" in (Path(cfg.paths.output_dir) / "csv" / "metrics.csv").read_text()
+
+
+@pytest.mark.slow
+def test_sweep_runs_share_a_group_and_are_named_by_overrides(tmp_path):
+    proc = run_cli(
+        [
+            "-m",
+            "logger=wandb",
+            "model=mlp,cnn",
+            "trainer.max_epochs=1",
+            "+trainer.limit_train_batches=2",
+            "+trainer.enable_progress_bar=false",
+            "callbacks.progress_bar=null",
+            f"hydra.sweep.dir={tmp_path}/sweep",
+        ],
+        cwd=ROOT,
+        env={"WANDB_MODE": "offline"},
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    runs = [read_run(f) for f in find_run_files(tmp_path / "sweep")]
+    assert len(runs) == 2
+    groups = {r["run"]["group"] for r in runs}
+    assert len(groups) == 1 and groups.pop()
+    names = sorted(r["run"]["name"] for r in runs)
+    assert "model=cnn" in names[0] and "model=mlp" in names[1] and "logger=wandb" in names[0]
