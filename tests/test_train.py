@@ -195,3 +195,16 @@ def test_ddp_on_two_cpu_processes(tmp_path):
     s = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert s["status"] == "completed" and "x2 processes" in s["device"]
     assert s["energy/J_per_sample"] == pytest.approx(s["energy/total_J"] / (3 * 64 * 2), rel=0.5)
+
+
+def test_user_datamodule_and_net_plug_in_by_target(make_cfg):
+    from omegaconf import OmegaConf, open_dict
+
+    cfg = make_cfg("trainer.max_epochs=2")
+    with open_dict(cfg):
+        cfg.data = OmegaConf.create({"_target_": "user_plugins.TwoBlobs", "batch_size": 16})
+        cfg.model.net = OmegaConf.create({"_target_": "user_plugins.TinyNet", "hidden": 8})
+    train(cfg)
+    s = _summary(cfg)
+    assert s["status"] == "completed" and 0.0 <= s["test/acc"] <= 1.0
+    assert s["energy/J_per_sample"] == pytest.approx(s["energy/total_J"] / (2 * 3 * 16))
