@@ -32,7 +32,8 @@ class TwoBlobs(L.LightningDataModule):
 class TinyNet(nn.Module):
     def __init__(self, num_classes: int, hidden: int = 8) -> None:
         super().__init__()
-        self.body = nn.Sequential(nn.Flatten(), nn.Linear(4, hidden), nn.ReLU(), nn.Linear(hidden, num_classes))
+        layers = [nn.Flatten(), nn.Linear(4, hidden), nn.ReLU(), nn.Linear(hidden, num_classes)]
+        self.body = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.body(x)
