@@ -208,3 +208,40 @@ def test_user_datamodule_and_net_plug_in_by_target(make_cfg):
     s = _summary(cfg)
     assert s["status"] == "completed" and 0.0 <= s["test/acc"] <= 1.0
     assert s["energy/J_per_sample"] == pytest.approx(s["energy/total_J"] / (2 * 3 * 16))
+
+
+class _CtrlC:
+    """Raises KeyboardInterrupt mid-epoch, as Ctrl+C would."""
+
+    def __new__(cls):
+        import lightning as L
+
+        class _Raise(L.Callback):
+            def on_train_batch_end(self, trainer, *args, **kwargs):
+                if trainer.global_step == 2:
+                    raise KeyboardInterrupt
+
+        return _Raise()
+
+
+class _Crash:
+    def __new__(cls):
+        import lightning as L
+
+        class _Raise(L.Callback):
+            def on_train_batch_end(self, trainer, *args, **kwargs):
+                raise RuntimeError("boom in training")
+
+        return _Raise()
+
+
+@pytest.mark.parametrize(("target", "status"), [("_CtrlC", "interrupted"), ("_Crash", "failed")])
+def test_a_stopped_run_still_leaves_its_summary(make_cfg, target, status):
+    cfg = make_cfg(f"+callbacks.stop._target_=test_train.{target}")
+    with pytest.raises((SystemExit, RuntimeError)):
+        train(cfg)
+    s = _summary(cfg)
+    assert s["status"] == status
+    assert s["energy/total_J"] > 0  # what was spent before the stop is kept
+    if status == "failed":
+        assert "boom in training" in s["error"]

@@ -184,13 +184,13 @@ def train(cfg: DictConfig) -> Any:
             status = "completed"
         else:
             status = "completed"
-    except KeyboardInterrupt:
-        status = "interrupted"
-        raise
     except Exception as err:
         summary["error"] = f"{type(err).__name__}: {err}"
         raise
     finally:
+        # Ctrl+C reaches here as Lightning's graceful-shutdown SystemExit, with trainer.interrupted set.
+        if status != "completed" and trainer.interrupted and "error" not in summary:
+            status = "interrupted"
         if trainer.is_global_zero:
             energy = parts["callbacks"].get("energy")
             summary.update(
