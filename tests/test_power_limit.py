@@ -97,10 +97,16 @@ def _tuner(summary: dict) -> dict:
         (["optim.power.selector=energy"], "energy", {}),
         (["optim.power.selector=time"], "time", {}),
         (["optim.power.selector=zeus_cost", "optim.power.eta=0.5"], "zeus_cost", {"eta": 0.5}),
-        (["optim.power.selector=max_slowdown", "optim.power.max_slowdown=1.05"], "max_slowdown", {"factor": 1.05}),
+        (
+            ["optim.power.selector=max_slowdown", "optim.power.max_slowdown=1.05"],
+            "max_slowdown",
+            {"factor": 1.05},
+        ),
     ],
 )
-def test_each_selector_ends_at_the_limit_the_model_makes_optimal(make_cfg, selector_overrides, selector, kwargs):
+def test_each_selector_ends_at_the_limit_the_model_makes_optimal(
+    make_cfg, selector_overrides, selector, kwargs
+):
     want = expected_limit(selector, LIMITS, **kwargs)
     gpu = PowerGPU(limit_W=ORIGINAL_mW // 1000)
     s = _run(make_cfg, gpu, *LONG_EPOCH, *selector_overrides)
@@ -138,15 +144,22 @@ def test_zeus_cost_gets_the_world_size_so_ddp_is_not_biased():
         PowerLimitMeasurement(power_limit=lim, time=step_time_s(lim), energy=step_time_s(lim) * min(lim, 270))
         for lim in LIMITS
     ]
-    one, four = make_selector("zeus_cost", eta=0.5, world_size=1), make_selector("zeus_cost", eta=0.5, world_size=4)
+    one, four = (
+        make_selector("zeus_cost", eta=0.5, world_size=1),
+        make_selector("zeus_cost", eta=0.5, world_size=4),
+    )
     assert isinstance(four, ZeusCost) and four.world_size == 4
     # measurements summed over 4 GPUs must be weighed against 4 GPUs' max power, else the choice moves
-    summed = [PowerLimitMeasurement(power_limit=m.power_limit, time=m.time, energy=4 * m.energy) for m in measurements]
+    summed = [
+        PowerLimitMeasurement(power_limit=m.power_limit, time=m.time, energy=4 * m.energy)
+        for m in measurements
+    ]
     assert four.select(summed) == expected_limit("zeus_cost", LIMITS, eta=0.5, world_size=1)
     assert one.select(summed) != four.select(summed)
 
 
 # ---- cache, dry run, re-profiling ---------------------------------------------------------------
+@pytest.mark.slow
 def test_profile_cache_skips_profiling_and_dry_run_changes_nothing(make_cfg):
     first = _run(make_cfg, PowerGPU(limit_W=275), *LONG_EPOCH, "optim.power.selector=energy")
     assert first["power/status"] == "tuned"
@@ -169,9 +182,32 @@ def test_profile_cache_skips_profiling_and_dry_run_changes_nothing(make_cfg):
     assert again["power/limit_W"] == expected_limit("time", LIMITS)
     assert gpu.limit_history == [expected_limit("time", LIMITS) * 1000, ORIGINAL_mW]
 
-    # another batch size is another profile
-    other = _run(make_cfg, PowerGPU(limit_W=275), *LONG_EPOCH, "data.batch_size=32")
-    assert other["power/status"] == "tuned" and other["power/profile_file"] != str(cache)
+
+def test_the_profile_key_covers_gpu_net_input_batch_precision_and_world_size(tmp_path):
+    tuner = PowerLimitTuner(profile_dir=str(tmp_path))
+    key = {
+        "gpu": "NVIDIA H100 80GB HBM3",
+        "net": "0123abcd",
+        "input_shape": [3, 32, 32],
+        "batch_size": 128,
+        "precision": "bf16-mixed",
+        "world_size": 1,
+        "pl_step_W": 25,
+        "limits_mW": [200000, 700000],
+    }
+    path = tuner._profile_path(key)
+    assert path.parent == tmp_path and "H100" in path.name and "bs128" in path.name
+    for field, other in [
+        ("gpu", "NVIDIA A100"),
+        ("net", "ffff0000"),
+        ("input_shape", [3, 64, 64]),
+        ("batch_size", 256),
+        ("precision", "32-true"),
+        ("world_size", 4),
+        ("pl_step_W", 50),
+    ]:
+        assert tuner._profile_path({**key, field: other}) != path, field
+    assert PowerLimitTuner(profile_dir=None)._profile_path(key) is None
 
 
 def test_dry_run_without_a_cache_lists_the_limits_it_would_try(make_cfg):
@@ -184,6 +220,7 @@ def test_dry_run_without_a_cache_lists_the_limits_it_would_try(make_cfg):
     assert not Path(plan["profile_file"]).exists()
 
 
+@pytest.mark.slow
 def test_reprofiles_when_the_net_changes_shape(make_cfg):
     gpu = PowerGPU(limit_W=275)
     s = _run(
@@ -221,6 +258,7 @@ def test_short_epochs_still_finish_profiling(make_cfg, caplog):
         gpu,
         "trainer.limit_train_batches=4",
         "trainer.max_epochs=6",
+        "trainer.limit_val_batches=1",
         "optim.power.warmup_steps=10",
         "optim.power.profile_steps=40",
         "optim.power.selector=energy",
@@ -305,7 +343,7 @@ def test_sigterm_to_a_training_subprocess_restores_the_original_limit_and_chains
 def test_no_permission_trains_on_with_one_warning(make_cfg, caplog, gpu_kwargs, where):
     caplog.set_level(logging.WARNING, logger=LOGGER)
     gpu = PowerGPU(permitted=False, **gpu_kwargs)
-    s = _run(make_cfg, gpu, *LONG_EPOCH, "trainer.max_epochs=2")
+    s = _run(make_cfg, gpu, *LONG_EPOCH)
     assert s["status"] == "completed", where
     assert s["power/status"] == "no_permission"
     assert s["power/limit_W"] == gpu_kwargs["limit_W"] == gpu.limit_W

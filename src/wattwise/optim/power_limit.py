@@ -105,9 +105,7 @@ def net_signature(module: Any) -> str:
     return h.hexdigest()[:12]
 
 
-def fit_counts(
-    batches_per_epoch: float, wait: int, warmup: int, profile: int
-) -> tuple[int, int, int] | None:
+def fit_counts(batches_per_epoch: float, wait: int, warmup: int, profile: int) -> tuple[int, int, int] | None:
     """Wait, warm-up and profile steps that let one limit finish inside an epoch.
 
     Zeus needs 1 + warm-up + profile steps in an epoch for a limit (plus the wait steps
@@ -168,7 +166,9 @@ class PowerLimitTuner(L.Callback):
         if not 0.0 <= float(eta) <= 1.0:
             raise ValueError(f"optim.power.eta must be in [0, 1], got {eta}")
         if float(max_slowdown) < 1.0:
-            raise ValueError(f"optim.power.max_slowdown must be >= 1.0 (a step-time factor), got {max_slowdown}")
+            raise ValueError(
+                f"optim.power.max_slowdown must be >= 1.0 (a step-time factor), got {max_slowdown}"
+            )
         for key, value, low in (
             ("wait_steps", wait_steps, 0),
             ("warmup_steps", warmup_steps, 1),
@@ -239,22 +239,30 @@ class PowerLimitTuner(L.Callback):
                 self._say_does_nothing(trainer, STATUS_NO_GPU, "no GPU here: +optim=power does nothing")
             return
         if not zeus_monitor.gpu_indices:
-            self._say_does_nothing(trainer, STATUS_NO_GPU, "no GPU visible to Zeus: +optim=power does nothing")
+            self._say_does_nothing(
+                trainer, STATUS_NO_GPU, "no GPU visible to Zeus: +optim=power does nothing"
+            )
             return
         from zeus.device import get_gpus
+        from zeus.device.exception import ZeusBaseGPUError
 
-        self._zeus_monitor = zeus_monitor
-        self._gpu_index = zeus_monitor.gpu_indices[0]
-        self._gpus = get_gpus()
-        i = self._gpu_index
-        self._gpu_name = self._gpus.get_name(i)
-        self._constraints_mW = tuple(self._gpus.get_power_management_limit_constraints(i))
-        self._original_mW = int(self._gpus.get_power_management_limit(i))
+        i = zeus_monitor.gpu_indices[0]
+        gpus = get_gpus()
+        try:  # reads only
+            self._gpu_name = gpus.get_name(i)
+            self._constraints_mW = tuple(gpus.get_power_management_limit_constraints(i))
+            self._original_mW = int(gpus.get_power_management_limit(i))
+        except ZeusBaseGPUError as err:  # e.g. a GPU without power management
+            self._say_does_nothing(trainer, STATUS_ERROR, f"cannot read GPU {i}'s power limits ({err})")
+            return
+        self._zeus_monitor, self._gpu_index, self._gpus = zeus_monitor, i, gpus
         self.original_limit_W = self._original_mW // 1000
         self.status = STATUS_PROFILING
         self._active = True
 
-    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
         if not self._active:
             return
         if self._plo is None:
@@ -278,7 +286,9 @@ class PowerLimitTuner(L.Callback):
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._finish_fit("fit end")
 
-    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+    def on_exception(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
+    ) -> None:
         self._finish_fit(f"{type(exception).__name__}")
 
     def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
@@ -313,8 +323,8 @@ class PowerLimitTuner(L.Callback):
         if self.profile_dir is None:
             return None
         digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:10]
-        name = f"{_slug(key['gpu'])}-net{key['net']}-bs{key['batch_size']}-{_slug(key['precision'])}-{digest}.json"
-        return self.profile_dir / name
+        gpu, precision = _slug(key["gpu"]), _slug(key["precision"])
+        return self.profile_dir / f"{gpu}-net{key['net']}-bs{key['batch_size']}-{precision}-{digest}.json"
 
     def _load_cached(self, path: Path | None) -> list[dict[str, float]] | None:
         """The cached measurements, or None (missing, unreadable or not a profile: profile again)."""
@@ -337,7 +347,9 @@ class PowerLimitTuner(L.Callback):
         self._key = self._profile_key(trainer, pl_module, batch)
         self.profile_file = self._profile_path(self._key)
         cached = self._load_cached(self.profile_file)
-        self._counts = fit_counts(trainer.num_training_batches, self.wait_steps, self.warmup_steps, self.profile_steps)
+        self._counts = fit_counts(
+            trainer.num_training_batches, self.wait_steps, self.warmup_steps, self.profile_steps
+        )
         if self._counts is None and cached is not None:  # nothing to profile: the counts do not matter
             self._counts = (self.wait_steps, self.warmup_steps, self.profile_steps)
         if self._counts is None and cached is None:
@@ -350,7 +362,11 @@ class PowerLimitTuner(L.Callback):
                 self.original_limit_W,
             )
             return
-        if self._counts is not None and self._counts != (self.wait_steps, self.warmup_steps, self.profile_steps):
+        if self._counts is not None and self._counts != (
+            self.wait_steps,
+            self.warmup_steps,
+            self.profile_steps,
+        ):
             log.info(
                 "An epoch has %d training batches, too few for %d wait + %d warm-up + %d profile steps per "
                 "limit: using %d + %d + %d, so each limit's profile fits inside an epoch.",
@@ -399,8 +415,8 @@ class PowerLimitTuner(L.Callback):
         }
         if trainer.is_global_zero:
             log.info(
-                "Power dry run on %s (limit now %d W): would profile %s W, %d warm-up + %d profile steps each "
-                "(~%d steps), select by %s%s. Nothing was changed.",
+                "Power dry run on %s (limit now %d W): would profile %s W, %d warm-up + %d profile steps "
+                "each (~%d steps), select by %s%s. Nothing was changed.",
                 self._gpu_name,
                 self.original_limit_W,
                 ", ".join(map(str, limits)),
@@ -414,6 +430,7 @@ class PowerLimitTuner(L.Callback):
     def _build(self, trainer: L.Trainer, cached: list[dict[str, float]] | None) -> None:
         """Create Zeus's optimizer (it turns persistence mode on and sets the first limit)."""
         import zeus.optimizer.power_limit as zpl
+        from zeus.device.exception import ZeusBaseGPUError
         from zeus.device.gpu import ZeusGPUNoPermissionError
 
         assert self._counts is not None
@@ -432,7 +449,9 @@ class PowerLimitTuner(L.Callback):
         try:
             self._plo = zpl.GlobalPowerLimitOptimizer(
                 self._zeus_monitor,
-                optimum_selector=make_selector(self.selector, self.eta, self.max_slowdown, trainer.world_size),
+                optimum_selector=make_selector(
+                    self.selector, self.eta, self.max_slowdown, trainer.world_size
+                ),
                 wait_steps=wait,
                 warmup_steps=warmup,
                 profile_steps=profile,
@@ -441,6 +460,9 @@ class PowerLimitTuner(L.Callback):
             )
         except ZeusGPUNoPermissionError as err:
             self._give_up(trainer, STATUS_NO_PERMISSION, err)
+            return
+        except ZeusBaseGPUError as err:  # e.g. setting limits not supported on this GPU
+            self._give_up(trainer, STATUS_ERROR, err)
             return
         except RuntimeError as err:
             if isinstance(err.__cause__, ZeusGPUNoPermissionError) or "SYS_ADMIN" in str(err):
@@ -483,11 +505,12 @@ class PowerLimitTuner(L.Callback):
         if self._stopped:  # SIGTERM arrived inside Zeus's call: make sure its last change is undone
             self._restore("SIGTERM")
             return
-        if self._plo.current_power_limit != before:
-            self._note_limit(trainer, "profiling")
         from zeus.optimizer.power_limit import Done
 
-        if isinstance(self._plo.state, Done):
+        done = isinstance(self._plo.state, Done)
+        if self._plo.current_power_limit != before:
+            self._note_limit(trainer, "chosen" if done else "profiling")
+        if done:
             self._done(trainer, from_cache=False)
 
     def _epoch_end(self, trainer: L.Trainer) -> None:
@@ -503,18 +526,23 @@ class PowerLimitTuner(L.Callback):
         self._active = self.reprofile_on_change  # keep watching the net's shape at epoch starts
         self.chosen_limit_W = int(self._plo.state.optimal_power_limit // 1000)
         self.profile = {
-            str(m.power_limit): {"time_s": float(m.time), "energy_J": float(m.energy)} for m in self._plo.measurements
+            str(m.power_limit): {"time_s": float(m.time), "energy_J": float(m.energy)}
+            for m in self._plo.measurements
         }
         self.status = STATUS_CACHED if from_cache else STATUS_TUNED
         if not from_cache and trainer.is_global_zero:
             self._save_profile()
         if trainer.is_global_zero:
+            table = "; ".join(
+                f"{w} W: {m['time_s']:.3g} s, {m['energy_J']:.4g} J" for w, m in self.profile.items()
+            )
             log.info(
-                "Power limit %d W chosen by %s%s (original %d W; restored at fit end).",
+                "Power limit %d W chosen by %s%s (original %d W, restored at fit end). Profile: %s",
                 self.chosen_limit_W,
                 self._selector_text(),
                 f" from the cached profile {self.profile_file}" if from_cache else "",
                 self.original_limit_W,
+                table,
             )
 
     def _save_profile(self) -> None:
@@ -561,7 +589,11 @@ class PowerLimitTuner(L.Callback):
                     self.original_limit_W,
                 )
             else:
-                log.warning("The GPU refused a power-limit change (%s); training goes on at %d W.", err, self.original_limit_W)
+                log.warning(
+                    "The GPU refused a power-limit change (%s); training goes on at %d W.",
+                    err,
+                    self.original_limit_W,
+                )
 
     def _cancel_window(self) -> None:
         plo = self._plo
