@@ -1,0 +1,386 @@
+"""Power-limit tuning (`+optim=power`): Zeus's real GlobalPowerLimitOptimizer against a fake GPU.
+
+The fake GPU (tests/fake_gpu_power.py) models step time and power draw as functions of the
+limit, on a virtual clock that Zeus reads, so what Zeus measures is exactly the model and the
+optimum of each selector can be computed from the model beforehand.
+"""
+
+from __future__ import annotations
+
+import atexit
+import csv
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import ROOT
+from fake_gpu_power import STEP_TIME_REL, PowerGPU, expected_limit, install_power_gpu, step_time_s
+
+from wattwise.optim.power_limit import PowerLimitTuner, fit_counts, make_selector
+from wattwise.train import train
+
+LIMITS = sorted(STEP_TIME_REL, reverse=True)  # 300 ... 100 W: the fake GPU's range at pl_step_W=50
+ORIGINAL_mW = 275_000  # a user-set cap that is not on the profile grid, so a restore is unambiguous
+TUNE = [
+    "+optim=power",
+    "energy.gpu_index=0",  # measure fake GPU 0 while the trainer runs on the CPU
+    "optim.power.pl_step_W=50",
+    "optim.power.warmup_steps=1",
+    "optim.power.profile_steps=2",
+    "data.batch_size=16",
+    "+callbacks.gpu_model._target_=fake_gpu_power.StepModel",
+]
+LONG_EPOCH = ["trainer.limit_train_batches=20"]  # 1 wait + 5 limits x 3 steps fit in one epoch
+LOGGER = "wattwise.optim.power_limit"
+
+
+@pytest.fixture(autouse=True)
+def atexit_guard(monkeypatch):
+    """Zeus's atexit hook (it sets the MAXIMUM limit at exit) must never be registered, and the
+    tuner's own hook (it restores the original limit) must be gone once the fit is over."""
+    import zeus.optimizer.power_limit as zpl
+
+    import wattwise.optim.power_limit as ours
+
+    zeus_registered, live = [], []
+
+    class _ZeusRecorder:
+        @staticmethod
+        def register(func, *args, **kwargs):
+            zeus_registered.append(func)
+
+    class _OursSpy:
+        @staticmethod
+        def register(func, *args, **kwargs):
+            live.append(func)
+            return atexit.register(func, *args, **kwargs)
+
+        @staticmethod
+        def unregister(func):
+            live[:] = [f for f in live if f != func]
+            atexit.unregister(func)
+
+    monkeypatch.setattr(zpl, "atexit", _ZeusRecorder)
+    monkeypatch.setattr(ours, "atexit", _OursSpy)
+    yield
+    assert zeus_registered == [], "Zeus's atexit hook was registered"
+    assert live == [], "the tuner left its atexit hook behind"
+
+
+def _run(make_cfg, gpu: PowerGPU, *overrides: str, expect: type[BaseException] | None = None) -> dict:
+    cfg = make_cfg(*TUNE, *overrides)
+    with install_power_gpu(gpu):
+        if expect is None:
+            train(cfg)
+        else:
+            with pytest.raises(expect):
+                train(cfg)
+    summary = json.loads((Path(cfg.paths.output_dir) / "summary.json").read_text())
+    summary["_run_dir"] = cfg.paths.output_dir
+    return summary
+
+
+def _tuner(summary: dict) -> dict:
+    return {k: v for k, v in summary.items() if k.startswith("power/")}
+
+
+# ---- choosing ----------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "selector_overrides, selector, kwargs",
+    [
+        (["optim.power.selector=energy"], "energy", {}),
+        (["optim.power.selector=time"], "time", {}),
+        (["optim.power.selector=zeus_cost", "optim.power.eta=0.5"], "zeus_cost", {"eta": 0.5}),
+        (
+            ["optim.power.selector=max_slowdown", "optim.power.max_slowdown=1.05"],
+            "max_slowdown",
+            {"factor": 1.05},
+        ),
+    ],
+)
+def test_each_selector_ends_at_the_limit_the_model_makes_optimal(
+    make_cfg, selector_overrides, selector, kwargs
+):
+    want = expected_limit(selector, LIMITS, **kwargs)
+    gpu = PowerGPU(limit_W=ORIGINAL_mW // 1000)
+    s = _run(make_cfg, gpu, *LONG_EPOCH, *selector_overrides)
+
+    assert s["status"] == "completed"
+    assert s["power/status"] == "tuned"
+    assert s["power/limit_W"] == want
+    # Zeus measured every limit, and measured the model: time per profiled step is the model's
+    assert sorted(map(int, s["power/profile"]), reverse=True) == LIMITS
+    for limit, m in s["power/profile"].items():
+        assert m["time_s"] == pytest.approx(2 * step_time_s(int(limit)), rel=1e-6)
+    # it profiled highest first, then trained at the choice, then put the ORIGINAL limit back
+    assert gpu.limit_history[:5] == [w * 1000 for w in LIMITS]
+    assert gpu.limit_history[-2:] == [want * 1000, ORIGINAL_mW]
+    assert gpu.limit_mW == ORIGINAL_mW and s["power/restored"] is True
+    assert gpu.persistence is False and gpu.persistence_history == [True, False]  # mode left as found
+    assert gpu.step_limits_W[-3:] == [want] * 3  # the end of the epoch ran at the choice
+    # after choosing, training steps read no energy: the count stays put from step to step
+    assert len(gpu.reads_after_choice) >= 3 and len(set(gpu.reads_after_choice)) == 1
+    # the limit was logged as it changed: every profiled limit, then the choice
+    logged = _logged_limits(s["_run_dir"])
+    assert set(LIMITS) <= set(logged) and logged[-1] == want
+
+
+def _logged_limits(run_dir: str) -> list[int]:
+    with (Path(run_dir) / "csv" / "metrics.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    return [int(float(r["power/limit_W"])) for r in rows if r.get("power/limit_W")]
+
+
+def test_zeus_cost_gets_the_world_size_so_ddp_is_not_biased():
+    from zeus.optimizer.power_limit import PowerLimitMeasurement, ZeusCost
+
+    measurements = [
+        PowerLimitMeasurement(power_limit=lim, time=step_time_s(lim), energy=step_time_s(lim) * min(lim, 270))
+        for lim in LIMITS
+    ]
+    one, four = (
+        make_selector("zeus_cost", eta=0.5, world_size=1),
+        make_selector("zeus_cost", eta=0.5, world_size=4),
+    )
+    assert isinstance(four, ZeusCost) and four.world_size == 4
+    # measurements summed over 4 GPUs must be weighed against 4 GPUs' max power, else the choice moves
+    summed = [
+        PowerLimitMeasurement(power_limit=m.power_limit, time=m.time, energy=4 * m.energy)
+        for m in measurements
+    ]
+    assert four.select(summed) == expected_limit("zeus_cost", LIMITS, eta=0.5, world_size=1)
+    assert one.select(summed) != four.select(summed)
+
+
+# ---- cache, dry run, re-profiling ---------------------------------------------------------------
+@pytest.mark.slow
+def test_profile_cache_skips_profiling_and_dry_run_changes_nothing(make_cfg):
+    first = _run(make_cfg, PowerGPU(limit_W=275), *LONG_EPOCH, "optim.power.selector=energy")
+    assert first["power/status"] == "tuned"
+    cache = Path(first["power/profile_file"])
+    assert cache.is_file() and cache.parent.name == "power_profiles"
+
+    # dry run: no limit or mode change at all, and it says what it would do
+    dry_gpu = PowerGPU(limit_W=275)
+    dry = _run(make_cfg, dry_gpu, *LONG_EPOCH, "optim.power.selector=energy", "optim.power.dry_run=true")
+    assert dry_gpu.limit_history == [] and dry_gpu.persistence_history == []
+    assert dry["power/status"] == "dry_run" and dry["power/limit_W"] == 275
+    plan = dry["power/dry_run"]
+    assert plan["would_profile_W"] == LIMITS and plan["changed"] == "nothing"
+    assert plan["cached_profile"] is True and plan["would_choose_W"] == expected_limit("energy", LIMITS)
+
+    # a repeat run, even with another selector, chooses from the cache: no profiling
+    gpu = PowerGPU(limit_W=275)
+    again = _run(make_cfg, gpu, *LONG_EPOCH, "optim.power.selector=time")
+    assert again["power/status"] == "cached"
+    assert again["power/limit_W"] == expected_limit("time", LIMITS)
+    assert gpu.limit_history == [expected_limit("time", LIMITS) * 1000, ORIGINAL_mW]
+
+
+def test_the_profile_key_covers_gpu_net_input_batch_precision_and_world_size(tmp_path):
+    tuner = PowerLimitTuner(profile_dir=str(tmp_path))
+    key = {
+        "gpu": "NVIDIA H100 80GB HBM3",
+        "net": "0123abcd",
+        "input_shape": [3, 32, 32],
+        "batch_size": 128,
+        "precision": "bf16-mixed",
+        "world_size": 1,
+        "pl_step_W": 25,
+        "limits_mW": [200000, 700000],
+    }
+    path = tuner._profile_path(key)
+    assert path.parent == tmp_path and "H100" in path.name and "bs128" in path.name
+    for field, other in [
+        ("gpu", "NVIDIA A100"),
+        ("net", "ffff0000"),
+        ("input_shape", [3, 64, 64]),
+        ("batch_size", 256),
+        ("precision", "32-true"),
+        ("world_size", 4),
+        ("pl_step_W", 50),
+    ]:
+        assert tuner._profile_path({**key, field: other}) != path, field
+    assert PowerLimitTuner(profile_dir=None)._profile_path(key) is None
+
+
+def test_dry_run_without_a_cache_lists_the_limits_it_would_try(make_cfg):
+    gpu = PowerGPU(limit_W=275)
+    s = _run(make_cfg, gpu, *LONG_EPOCH, "optim.power.dry_run=true")
+    assert gpu.limit_history == [] and gpu.persistence_history == []
+    plan = s["power/dry_run"]
+    assert plan["would_profile_W"] == LIMITS and plan["would_choose_W"] is None
+    assert (plan["warmup_steps"], plan["profile_steps"]) == (1, 2)
+    assert not Path(plan["profile_file"]).exists()
+
+
+@pytest.mark.slow
+def test_reprofiles_when_the_net_changes_shape(make_cfg):
+    gpu = PowerGPU(limit_W=275)
+    s = _run(
+        make_cfg,
+        gpu,
+        *LONG_EPOCH,
+        "trainer.max_epochs=2",
+        "optim.power.selector=energy",
+        "+callbacks.prune._target_=fake_gpu_power.ReshapeNetAt",
+        "+callbacks.prune.epoch=0",
+    )
+    assert s["power/status"] == "tuned" and s["power/reprofiles"] == 1
+    assert gpu.limit_history.count(300_000) == 2  # profiled twice, highest limit first each time
+    assert len(list(Path(s["power/profile_file"]).parent.glob("*.json"))) == 2
+    assert s["power/limit_W"] == expected_limit("energy", LIMITS) and gpu.limit_mW == ORIGINAL_mW
+
+
+# ---- short epochs ---------------------------------------------------------------------------------
+def test_fit_counts_shrink_warmup_and_profile_to_fit_an_epoch():
+    assert fit_counts(100, 1, 10, 40) == (1, 10, 40)  # fits: unchanged
+    wait, warmup, profile = fit_counts(20, 1, 10, 40)
+    assert 1 + wait + warmup + profile <= 20 and warmup >= 1 and profile >= warmup
+    assert fit_counts(4, 1, 10, 40) == (1, 1, 1)
+    assert fit_counts(3, 1, 10, 40) == (0, 1, 1)  # the wait goes first
+    assert fit_counts(2, 1, 10, 40) is None  # too short for any profile
+    assert fit_counts(float("inf"), 1, 10, 40) == (1, 10, 40)
+
+
+def test_short_epochs_still_finish_profiling(make_cfg, caplog):
+    caplog.set_level(logging.INFO, logger=LOGGER)
+    gpu = PowerGPU(limit_W=275)
+    # 4 batches per epoch against Zeus's default 10 warm-up + 40 profile steps per limit
+    s = _run(
+        make_cfg,
+        gpu,
+        "trainer.limit_train_batches=4",
+        "trainer.max_epochs=6",
+        "trainer.limit_val_batches=1",
+        "optim.power.warmup_steps=10",
+        "optim.power.profile_steps=40",
+        "optim.power.selector=energy",
+    )
+    assert s["power/status"] == "tuned"
+    assert s["power/limit_W"] == expected_limit("energy", LIMITS)
+    assert sorted(map(int, s["power/profile"]), reverse=True) == LIMITS
+    assert any("too few for" in r.getMessage() for r in caplog.records)
+    assert gpu.limit_mW == ORIGINAL_mW
+
+
+def test_too_short_epochs_leave_the_limit_alone(make_cfg):
+    gpu = PowerGPU(limit_W=275)
+    s = _run(make_cfg, gpu, "trainer.limit_train_batches=2")
+    assert s["status"] == "completed" and s["power/status"] == "epoch_too_short"
+    assert gpu.limit_history == []
+
+
+# ---- restoring ----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("exc, raised", [("RuntimeError", RuntimeError), ("KeyboardInterrupt", SystemExit)])
+def test_original_limit_is_restored_after_an_exception_inside_training(make_cfg, exc, raised):
+    gpu = PowerGPU(limit_W=275)
+    sigint = signal.getsignal(signal.SIGINT)
+    try:
+        # step 6 is mid-profile (the limit is already below the original)
+        s = _run(
+            make_cfg,
+            gpu,
+            *LONG_EPOCH,
+            "+callbacks.boom._target_=fake_gpu_power.RaiseAt",
+            "+callbacks.boom.step=6",
+            f"+callbacks.boom.exc={exc}",
+            expect=raised,
+        )
+    finally:
+        signal.signal(signal.SIGINT, sigint)  # Lightning ignores SIGINT after a KeyboardInterrupt
+    assert min(gpu.limit_history) < ORIGINAL_mW  # it was tuning when the exception came
+    assert gpu.limit_history[-1] == ORIGINAL_mW and gpu.limit_mW == ORIGINAL_mW  # the original, not the max
+    assert gpu.persistence is False
+    assert s["status"] in ("failed", "interrupted") and s["power/restored"] is True
+
+
+@pytest.mark.slow
+def test_sigterm_to_a_training_subprocess_restores_the_original_limit_and_chains_the_handler(tmp_path):
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT / "tests")]),
+        "PYTHONUNBUFFERED": "1",
+    }
+    code = f"import fake_gpu_power as f; f.sigterm_child({str(tmp_path)!r})"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    waiting = tmp_path / "waiting.txt"
+    deadline = time.monotonic() + 180
+    while not waiting.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if not waiting.exists():
+        proc.kill()
+        pytest.fail("the child never reached a lowered limit:\n" + proc.stdout.read().decode()[-3000:])
+    assert int(waiting.read_text()) < ORIGINAL_mW  # it is running below the original limit now
+    proc.send_signal(signal.SIGTERM)
+    out = proc.communicate(timeout=120)[0].decode()
+
+    history = (tmp_path / "history.txt").read_text().split("\n")
+    limits = [int(line.split()[1]) for line in history if line.startswith("limit")]
+    assert 300_000 in limits  # profiling went through the maximum ...
+    assert limits[-1] == ORIGINAL_mW, out[-3000:]  # ... but the original came back, and stayed after exit
+    assert [line for line in history if line.startswith("persistence")][-1] == "persistence 0"
+    # the handler installed before training still ran, after the limit was already restored
+    assert int((tmp_path / "chained.txt").read_text()) == ORIGINAL_mW
+
+
+# ---- no permission, no GPU, bad settings ---------------------------------------------------------------
+@pytest.mark.parametrize(
+    "gpu_kwargs, where",
+    [
+        ({"limit_W": 275, "persistence": False}, "at construction: persistence mode cannot be set"),
+        ({"limit_W": 300, "persistence": True}, "mid-training: the first lower limit is refused"),
+    ],
+)
+def test_no_permission_trains_on_with_one_warning(make_cfg, caplog, gpu_kwargs, where):
+    caplog.set_level(logging.WARNING, logger=LOGGER)
+    gpu = PowerGPU(permitted=False, **gpu_kwargs)
+    s = _run(make_cfg, gpu, *LONG_EPOCH)
+    assert s["status"] == "completed", where
+    assert s["power/status"] == "no_permission"
+    assert s["power/limit_W"] == gpu_kwargs["limit_W"] == gpu.limit_W
+    assert gpu.limit_history == [] and gpu.persistence_history == []
+    warnings = [r for r in caplog.records if r.name == LOGGER and r.levelno >= logging.WARNING]
+    assert len(warnings) == 1 and "permission" in warnings[0].getMessage().lower()
+
+
+def test_no_gpu_the_option_says_it_does_nothing_and_the_run_proceeds(make_cfg, caplog):
+    caplog.set_level(logging.WARNING, logger=LOGGER)
+    cfg = make_cfg("+optim=power")
+    train(cfg)
+    s = json.loads((Path(cfg.paths.output_dir) / "summary.json").read_text())
+    assert s["status"] == "completed" and s["power/status"] == "no_gpu"
+    assert "power/limit_W" not in s
+    messages = [r.getMessage() for r in caplog.records if r.name == LOGGER]
+    assert len(messages) == 1 and "does nothing" in messages[0]
+
+
+@pytest.mark.parametrize(
+    "kwargs, key",
+    [
+        ({"selector": "fastest"}, "optim.power.selector"),
+        ({"eta": 1.5}, "optim.power.eta"),
+        ({"max_slowdown": 0.9}, "optim.power.max_slowdown"),
+        ({"warmup_steps": 0}, "optim.power.warmup_steps"),  # Zeus's own state machine rejects 0 mid-run
+        ({"profile_steps": 0}, "optim.power.profile_steps"),
+        ({"pl_step_W": 0}, "optim.power.pl_step_W"),
+    ],
+)
+def test_bad_settings_fail_fast_naming_the_key(kwargs, key):
+    with pytest.raises(ValueError, match=key):
+        PowerLimitTuner(**kwargs)
+
+
+def test_bad_setting_from_the_command_line_is_a_one_line_error(make_cfg, capsys):
+    with pytest.raises(SystemExit) as info:
+        train(make_cfg("+optim=power", "optim.power.selector=fastest"))
+    assert info.value.code == 2
+    assert "optim.power.selector must be one of" in capsys.readouterr().err
