@@ -140,6 +140,12 @@ class _Snapshot(L.Callback):
             for v in opt.state.get(p, {}).values():
                 assert not torch.is_tensor(v) or v.dim() == 0 or v.shape == p.shape
         assert all(m.training for m in pl_module.net.modules()), "train mode must survive the prune"
+        if (
+            trainer.current_epoch in self.prune_epochs
+        ):  # best tracking restarts: the wider net no longer competes
+            assert trainer.checkpoint_callback.best_model_score is None
+            for es in trainer.early_stopping_callbacks:
+                assert es.wait_count == 0 and es.best_score == -torch.inf
 
     def on_train_epoch_end(self, trainer, pl_module):
         if trainer.current_epoch not in self.prune_epochs:
@@ -159,7 +165,11 @@ class _Freeze(L.Callback):
 
 
 def test_every_parameter_trains_after_each_prune_and_frozen_stay_frozen(make_cfg):
-    cfg = make_cfg(*PRUNE)
+    cfg = make_cfg(
+        *PRUNE,
+        "+callbacks.es={_target_: lightning.pytorch.callbacks.EarlyStopping, monitor: val/acc,"
+        " mode: max, patience: 50}",
+    )
     probe = _Snapshot(prune_epochs=[1, 2, 3])
     parts = _fit(cfg, probe, before=_Freeze())
     assert probe.checked == [1, 2, 3]

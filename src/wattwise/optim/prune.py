@@ -166,8 +166,9 @@ class StructuredPruning(L.Callback):
         round_to: keep channel counts multiples of this (null: no rounding).
         max_layer_ratio: no layer loses more than this fraction (matters with global pruning).
         ignored_layers: names of submodules of the net to leave alone (the head is always left).
-        reset_best_checkpoint: after each prune, restart the checkpoint callbacks' best-score
-            tracking so "best" refers to the final architecture.
+        reset_best_after_prune: after each prune, restart the best-score tracking of checkpoint and
+            early-stopping callbacks, so "best" refers to the final architecture and patience
+            restarts while the net recovers.
         export_dir: where `pruned_net.pt` (and `pruned_net.pt2`) go at fit end (null: no export).
         export_program: also write a `torch.export` program (loads without any wattwise code).
         input_shape: (C, H, W) of one sample for tracing; null: the datamodule's `input_shape`.
@@ -185,7 +186,7 @@ class StructuredPruning(L.Callback):
         round_to: int | None = 8,
         max_layer_ratio: float = 0.9,
         ignored_layers: Sequence[str] = (),
-        reset_best_checkpoint: bool = True,
+        reset_best_after_prune: bool = True,
         export_dir: str | None = None,
         export_program: bool = True,
         input_shape: Sequence[int] | None = None,
@@ -226,7 +227,7 @@ class StructuredPruning(L.Callback):
         self.round_to = round_to
         self.max_layer_ratio = float(max_layer_ratio)
         self.ignored_layers = list(ignored_layers or [])
-        self.reset_best_checkpoint = reset_best_checkpoint
+        self.reset_best_after_prune = reset_best_after_prune
         self.export_dir = export_dir
         self.export_program = export_program
         self.input_shape = tuple(input_shape) if input_shape is not None else None
@@ -579,9 +580,12 @@ class StructuredPruning(L.Callback):
                 strategy._register_ddp_hooks()
         if "torch._dynamo" in sys.modules:  # trap 6: new shapes would exhaust the recompile limit
             sys.modules["torch._dynamo"].reset()
-        if self.reset_best_checkpoint:
+        if self.reset_best_after_prune:
             for cb in trainer.checkpoint_callbacks:
                 _forget_best(cb)
+            for cb in trainer.early_stopping_callbacks:  # patience restarts: the net must recover first
+                cb.wait_count = 0
+                cb.best_score = torch.tensor(torch.inf if cb.mode == "min" else -torch.inf)
 
     # ---- results ----------------------------------------------------------------------------------
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
