@@ -2,7 +2,8 @@
 
 Optimizer and scheduler arrive as Hydra partials (`_partial_: true`), so a config
 swaps them without code. `net` is passed in already built; to load a checkpoint,
-build the same net and pass it: `ClassifierModule.load_from_checkpoint(path, net=net)`.
+build the same net and pass it: `ClassifierModule.load_from_checkpoint(path, net=net)`; a net
+pruned during training (`+optim=prune`) is resized to the saved shapes before its weights load.
 """
 
 from __future__ import annotations
@@ -65,6 +66,12 @@ class ClassifierModule(L.LightningModule):
         self.test_acc(preds, y)
         self.log("test/loss", loss, on_epoch=True)
         self.log("test/acc", self.test_acc, on_epoch=True)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Runs before the weights load: resize layers to a saved (e.g. pruned) architecture."""
+        from wattwise.optim.prune import restore_structure
+
+        restore_structure(self, checkpoint)
 
     def configure_optimizers(self) -> Any:
         params = [p for p in self.parameters() if p.requires_grad]
