@@ -1,12 +1,12 @@
 """Helpers for sweeps: Optuna's sqlite storage and the launcher a job runs under.
 
 - `sqlite_url(path)`: referenced from conf/hparams_search/energy_pareto.yaml as the
-  sweeper's `storage`; creates the folder (sqlite cannot) and returns an absolute URL,
-  so a search started from any directory resumes from the same file.
+  sweeper's `storage`; creates the folder (sqlite cannot) and returns an absolute URL
+  (a relative path is taken from the directory you launch from, like `outputs/`).
 - `in_multirun()`: whether this run is a job of a sweep.
 - `launcher_info()`: recorded in each run's summary.json; warns once per job when jobs
-  run in parallel (joblib with n_jobs != 1), because jobs on one device share its power
-  and their energy figures then overlap.
+  run in parallel (joblib with n_jobs > 1, submitit local), because jobs on one machine
+  share its power and a hardware counter then counts all of them.
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 PARALLEL_WARNING = (
-    "%d jobs run in parallel on one machine (hydra/launcher=%s): they share the device's power, so each "
-    "job's energy figure includes the others' draw. Compare energy only between sequential runs "
-    "(hydra/launcher=basic, the default)."
+    "%d jobs run in parallel on one machine (hydra/launcher=%s). A hardware energy counter (GPU NVML, "
+    "CPU RAPL) then also counts the other jobs' draw, and even estimates shift as jobs compete for cores: "
+    "compare energy only between sequential runs (hydra/launcher=basic, the default)."
 )
 
 
