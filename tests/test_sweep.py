@@ -75,6 +75,16 @@ def test_energy_pareto_config():
     assert sweeper.storage._target_ == "wattwise.sweep.sqlite_url" and sweeper.n_jobs == 1
     assert {"optim", "model.optimizer.lr", "data.batch_size", "trainer.max_epochs"} <= set(sweeper.params)
     assert str(cfg.hydra.mode) == "RunMode.MULTIRUN"
+    # the distributions Optuna will draw from: whole epochs and batch sizes, a log-uniform lr
+    from hydra_plugins.hydra_optuna_sweeper._impl import create_params_from_overrides
+    from optuna.distributions import CategoricalDistribution, IntUniformDistribution, LogUniformDistribution
+
+    space, fixed = create_params_from_overrides([f"{k}={v}" for k, v in sweeper.params.items()])
+    assert not fixed
+    assert space["trainer.max_epochs"] == IntUniformDistribution(3, 15)
+    assert space["data.batch_size"] == CategoricalDistribution((32, 64, 128, 256))
+    assert space["model.optimizer.lr"] == LogUniformDistribution(0.0003, 0.01)
+    assert "[]" in space["optim"].choices and "[amp,prune]" in space["optim"].choices
     assert "%f" in OmegaConf.to_container(cfg.hydra.sweep)["dir"]  # two sessions never share a dir
 
 
