@@ -211,6 +211,19 @@ def _short(text: str) -> str:
     return re.sub(r"\d+\.\d{4,}(?:e-?\d+)?", lambda m: f"{float(m.group()):.3g}", text)
 
 
+def _label(override: str) -> str:
+    """A short plot label: `model.optimizer.lr=0.0011155` -> `lr=0.00112` (the table keeps full names)."""
+    key, sep, value = override.partition("=")
+    return _short(f"{key.rsplit('.', 1)[-1]}{sep}{value}")
+
+
+def _midpoint(values: Sequence[float]) -> float:
+    if not values:
+        return 0.0
+    lo, hi = min(values), max(values)
+    return math.sqrt(lo * hi) if lo > 0 and hi / lo > 20 else (lo + hi) / 2
+
+
 def _sorted(runs: Sequence[Run]) -> list[Run]:
     """Completed runs by energy (lowest first), then the rest."""
     return sorted(
@@ -368,7 +381,8 @@ def plot(
     shown = [r for r in runs if r.completed and r.accuracy is not None and r.energy_J is not None]
     markers = ["o", "s", "^", "D", "v"]
     fig, ax = plt.subplots(figsize=(7.5, 4.6), dpi=100)
-    annotate_all = len(shown) <= 12
+    annotate_all = len(shown) <= 6  # more points: label the front only (the table names them all)
+    x_mid = _midpoint([r.energy_J for r in shown])
     for k, source in enumerate(sorted({r.energy_source for r in shown})):
         group = [r for r in shown if r.energy_source == source]
         marker = markers[k % len(markers)]
@@ -398,19 +412,23 @@ def plot(
         labels: dict[tuple[float, float], list[str]] = {}  # runs on the same spot share one label
         for r in group:
             if annotate_all or r.pareto:
-                text = " ".join(filter(None, [r.optim_label if r.optim else "", *varying[r.name]])) or r.name
-                labels.setdefault((r.energy_J, scale * r.accuracy), []).append(_short(text))
+                words = [r.optim_label if r.optim else "", *(_label(o) for o in varying[r.name])]
+                labels.setdefault((r.energy_J, scale * r.accuracy), []).append(
+                    " ".join(filter(None, words)) or r.name
+                )
         for (x, y), texts in labels.items():
             on_front = any(r.pareto and (r.energy_J, scale * r.accuracy) == (x, y) for r in group)
-            if texts:
-                ax.annotate(
-                    " | ".join(texts),
-                    (x, y),
-                    textcoords="offset points",
-                    xytext=(5, 4),
-                    fontsize=7,
-                    color="0.15" if on_front else "0.45",
-                )
+            left = x > x_mid  # labels of the right half point left, so they stay inside the axes
+            note = ax.annotate(
+                " | ".join(texts),
+                (x, y),
+                textcoords="offset points",
+                xytext=(-6 if left else 6, 4),
+                ha="right" if left else "left",
+                fontsize=7,
+                color="0.15" if on_front else "0.45",
+            )
+            note.set_in_layout(False)
     if shown:
         energies = [r.energy_J for r in shown]
         if min(energies) > 0 and max(energies) / min(energies) > 20:
@@ -444,7 +462,7 @@ def plot(
     ax.set_title(title or f"{metric} vs {energy_key}", fontsize=10)
     ax.grid(True, alpha=0.3)
     if shown:
-        ax.legend(fontsize=8, loc="lower right" if not failed else "center right")
+        ax.legend(fontsize=8, loc="best")
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
