@@ -11,11 +11,12 @@ import logging
 import math
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from wattwise.sweep import in_multirun, launcher_info
 from wattwise.utils.errors import ConfigError, exit_with_error, root_cause
 from wattwise.utils.summary import write_summary
 from wattwise.utils.validate import validate_config
@@ -53,6 +54,14 @@ def _quiet_known_noise() -> None:
     logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(
         lambda record: "litlogger" not in record.getMessage().lower() and "Tip:" not in record.getMessage()
     )
+
+
+def _config_error(message: str) -> NoReturn:
+    """One line and exit 2; in a sweep, raise instead, so Hydra marks this job failed and runs the rest."""
+    if in_multirun():
+        log.error("wattwise: error: %s", message)
+        raise ConfigError(message)
+    exit_with_error(message)
 
 
 def build(cfg: DictConfig) -> dict[str, Any]:
@@ -130,7 +139,7 @@ def train(cfg: DictConfig) -> Any:
     try:
         validate_config(cfg)
     except ConfigError as err:
-        exit_with_error(str(err))
+        _config_error(str(err))
 
     import lightning as L
 
@@ -141,7 +150,7 @@ def train(cfg: DictConfig) -> Any:
     except Exception as err:  # noqa: BLE001 - reported as a one-line config error below
         cause = root_cause(err)
         if isinstance(cause, _CONFIG_ERRORS):
-            exit_with_error(
+            _config_error(
                 f"{cause}"
                 if isinstance(cause, ConfigError | ValueError)
                 else f"{type(cause).__name__}: {cause}"
@@ -166,9 +175,12 @@ def train(cfg: DictConfig) -> Any:
         "config_path": str(config_path) if config_path.exists() else None,
         "grid_gCO2_per_kWh": cfg.energy.grid_gCO2_per_kWh if cfg.get("energy") else None,
         "versions": versions(),
+        "launcher": launcher_info(),  # multirun jobs only; warns when jobs share a device
     }
+    # `optim` as one string ("amp+prune", "none"): a categorical axis for W&B's parallel coordinates
+    hparams = {**OmegaConf.to_container(cfg, resolve=True), "optim": "+".join(summary["optim"]) or "none"}
     for lg in loggers.values():
-        lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+        lg.log_hyperparams(hparams)
 
     status, fit_metrics, test_metrics = "failed", {}, {}
     try:

@@ -1,0 +1,239 @@
+"""Sweeps: Hydra multirun (one summary per job, failed jobs reported, W&B group), the Optuna
+energy-vs-accuracy search (sqlite storage, resumes), the launcher configs, and `compare` on real sweeps.
+
+Exit code of a sweep with a failed job (decision, tested below): with the default basic launcher
+every job runs, then the sweep exits non-zero (Hydra's "Error executing job with overrides: ..."),
+so scripts and CI notice; the failure is also in that job's summary.json and in `compare`. The
+Optuna search instead records a failed trial as FAIL and goes on (`max_failure_rate: 1.0`): a
+search is expected to hit bad corners, and exits 0.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+import pytest
+from conftest import CONF_DIR, ROOT, compose_cfg, run_cli
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import OmegaConf
+
+from wattwise.compare import compare
+from wattwise.sweep import sqlite_url
+from wattwise.train import train
+from wattwise.utils.errors import ConfigError
+
+TESTS = Path(__file__).resolve().parent
+SMALL_CLI = [
+    "trainer.max_epochs=1",
+    "+trainer.limit_train_batches=3",
+    "+trainer.limit_val_batches=2",
+    "+trainer.limit_test_batches=2",
+    "+trainer.enable_progress_bar=false",
+    "callbacks.progress_bar=null",
+    "energy=estimate",
+]
+CRASH = "+callbacks.crash._target_=crash_callback.CrashMidFit"  # tests/crash_callback.py
+# the sweep's jobs must import tests/crash_callback.py
+ENV = {"PYTHONPATH": os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")]))}
+
+
+def _summaries(folder: Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted(folder.rglob("summary.json"))]
+
+
+def _compose_hydra(*overrides: str):
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose("train", overrides=list(overrides), return_hydra_config=True)
+
+
+# ---------------------------------------------------------------- configs (fast)
+
+
+def test_launcher_configs_compose():
+    cfg = _compose_hydra("hydra/launcher=joblib_cpu")
+    assert cfg.hydra.launcher._target_.endswith("JoblibLauncher") and cfg.hydra.launcher.n_jobs == 2
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason="the slurm extra is not installed")
+    cfg = _compose_hydra("hydra/launcher=slurm", "hydra.launcher.partition=gpu")
+    assert cfg.hydra.launcher._target_.endswith("SlurmLauncher")
+    assert cfg.hydra.launcher.gpus_per_node == 1 and cfg.hydra.launcher.partition == "gpu"
+    cfg = _compose_hydra()
+    assert cfg.hydra.launcher._target_.endswith("BasicLauncher")  # sequential by default
+
+
+def test_energy_pareto_config():
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper", reason="needs pip install -e '.[sweep]'")
+    cfg = _compose_hydra("hparams_search=energy_pareto")
+    assert list(cfg.optimized_metric) == ["test/acc", "energy/total_J"]
+    sweeper = cfg.hydra.sweeper
+    assert sweeper._target_.endswith("OptunaSweeper") and list(sweeper.direction) == ["maximize", "minimize"]
+    assert sweeper.sampler._target_ == "optuna.samplers.NSGAIISampler"
+    assert sweeper.storage._target_ == "wattwise.sweep.sqlite_url" and sweeper.n_jobs == 1
+    assert {"optim", "model.optimizer.lr", "data.batch_size", "trainer.max_epochs"} <= set(sweeper.params)
+    assert str(cfg.hydra.mode) == "RunMode.MULTIRUN"
+    # the distributions Optuna will draw from: whole epochs and batch sizes, a log-uniform lr
+    from hydra_plugins.hydra_optuna_sweeper._impl import create_params_from_overrides
+    from optuna.distributions import CategoricalDistribution, IntUniformDistribution, LogUniformDistribution
+
+    space, fixed = create_params_from_overrides([f"{k}={v}" for k, v in sweeper.params.items()])
+    assert not fixed
+    assert space["trainer.max_epochs"] == IntUniformDistribution(3, 15)
+    assert space["data.batch_size"] == CategoricalDistribution((32, 64, 128, 256))
+    assert space["model.optimizer.lr"] == LogUniformDistribution(0.0003, 0.01)
+    assert "[]" in space["optim"].choices and "[amp,prune]" in space["optim"].choices
+    assert "%f" in OmegaConf.to_container(cfg.hydra.sweep)["dir"]  # two sessions never share a dir
+
+
+def test_energy_pareto_searches_only_options_that_exist():
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper", reason="needs pip install -e '.[sweep]'")
+    existing = {p.stem for p in (CONF_DIR / "optim").glob("*.yaml")}
+    if not existing:
+        pytest.skip("conf/optim/ holds no options on this branch yet (amp, prune, early_stop land elsewhere)")
+    text = _compose_hydra("hparams_search=energy_pareto").hydra.sweeper.params.optim
+    inner = text[text.index("(") + 1 : text.rindex(")")]
+    named = {
+        name.strip() for item in inner.split("]") for name in item.strip(", [").split(",") if name.strip()
+    }
+    assert named <= existing, f"energy_pareto searches options that do not exist: {sorted(named - existing)}"
+
+
+def test_sqlite_url_creates_the_folder(tmp_path):
+    url = sqlite_url(str(tmp_path / "a" / "b" / "study.db"))
+    assert url == f"sqlite:///{tmp_path}/a/b/study.db" and (tmp_path / "a" / "b").is_dir()
+
+
+# ---------------------------------------------------------------- in-process multirun jobs (fast)
+
+
+def test_parallel_launcher_is_recorded_and_warned(tmp_path, caplog):
+    cfg = compose_cfg(tmp_path, ["hydra/launcher=joblib_cpu", "hydra.mode=MULTIRUN", "energy=estimate"])
+    with caplog.at_level(logging.WARNING, logger="wattwise.sweep"):
+        train(cfg)
+    s = json.loads((Path(cfg.paths.output_dir) / "summary.json").read_text())
+    assert s["launcher"] == {"launcher": "joblib", "parallel_jobs": 2}
+    assert any("2 jobs run in parallel" in r.getMessage() for r in caplog.records)
+    assert "shared" in compare(Path(cfg.paths.output_dir), make_plot=False)["table"]
+    GlobalHydra.instance().clear()
+
+
+def test_config_error_in_a_sweep_fails_the_job_not_the_sweep(tmp_path):
+    """A bad value in one job raises (Hydra marks the job failed and runs the rest) instead of exiting."""
+    cfg = compose_cfg(tmp_path, ["hydra.mode=MULTIRUN", "data.batch_size=0"])
+    with pytest.raises(ConfigError, match="data.batch_size must be a positive integer"):
+        train(cfg)
+    GlobalHydra.instance().clear()
+    cfg = compose_cfg(tmp_path / "single", ["data.batch_size=0"])
+    with pytest.raises(SystemExit):  # a single run still stops with one line and exit code 2
+        train(cfg)
+    GlobalHydra.instance().clear()
+
+
+# ---------------------------------------------------------------- real sweeps (slow)
+
+
+@pytest.mark.slow
+def test_multirun_then_compare_and_wandb_group(tmp_path):
+    """Two jobs -> two summaries -> compare's table, CSV and PNG; both W&B runs in one group."""
+    from wandb_offline import find_run_files, read_run
+
+    sweep = tmp_path / "sweep"
+    proc = run_cli(
+        ["-m", "logger=many", "model=mlp,cnn", "optim=[]", *SMALL_CLI, f"hydra.sweep.dir={sweep}"],
+        cwd=ROOT,
+        env={"WANDB_MODE": "offline"},
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summaries = _summaries(sweep)
+    assert len(summaries) == 2 and all(s["status"] == "completed" for s in summaries)
+    assert all(
+        s["optim"] == [] and s["launcher"] == {"launcher": "basic", "parallel_jobs": 1} for s in summaries
+    )
+
+    result = compare(sweep)
+    assert len(result["runs"]) == 2 and sum(r.pareto for r in result["runs"]) >= 1
+    assert "model=mlp" in result["table"] and "model=cnn" in result["table"]
+    assert len(result["csv"].read_text().strip().splitlines()) == 3  # header + 2 runs
+    assert result["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    runs = [read_run(f) for f in find_run_files(sweep)]
+    assert len(runs) == 2 and all(r["exited"] for r in runs)
+    groups = {r["run"]["group"] for r in runs}
+    assert len(groups) == 1 and groups.pop()
+    assert all(r["config"]["optim"] == "none" for r in runs)  # a parallel-coordinates axis
+    by_name = {r["run"]["name"]: r for r in runs}
+    for s in summaries:
+        run = next(r for name, r in by_name.items() if s["overrides"][1] in name)
+        assert run["summary"]["energy/total_J"] == pytest.approx(s["energy/total_J"])
+        assert run["summary"]["test/acc"] == pytest.approx(s["test/acc"])
+
+
+@pytest.mark.slow
+def test_crashing_job_is_reported_failed_and_the_others_run(tmp_path):
+    sweep = tmp_path / "sweep"
+    proc = run_cli(
+        ["-m", CRASH, "+callbacks.crash.crash=true,false", *SMALL_CLI, f"hydra.sweep.dir={sweep}"],
+        cwd=ROOT,
+        env=ENV,
+    )
+    # every job ran; the sweep then exits non-zero and names the failed job
+    assert proc.returncode != 0
+    assert "Error executing job with overrides" in proc.stderr and "crash.crash=True" in proc.stderr
+    by_status = {s["status"]: s for s in _summaries(sweep)}
+    assert set(by_status) == {"failed", "completed"}
+    assert "deliberate crash" in by_status["failed"]["error"]
+    assert by_status["completed"]["test/acc"] >= 0
+
+    result = compare(sweep, make_plot=False)
+    failed = [r for r in result["runs"] if r.status == "failed"]
+    assert len(failed) == 1 and not failed[0].pareto
+    assert (
+        "[failed]" in result["table"] and "RuntimeError: crash_callback: deliberate crash" in result["table"]
+    )
+
+
+@pytest.mark.slow
+def test_multirun_over_option_sets(tmp_path):
+    options = sorted(p.stem for p in (CONF_DIR / "optim").glob("*.yaml"))[:2]
+    if len(options) < 2:
+        pytest.skip(
+            f"needs two options in conf/optim/ to sweep over, found {options or 'none'} on this branch"
+        )
+    a, b = options
+    sweep = tmp_path / "sweep"
+    proc = run_cli(["-m", f"optim=[],[{a}],[{a},{b}]", *SMALL_CLI, f"hydra.sweep.dir={sweep}"], cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert sorted(map(tuple, (s["optim"] for s in _summaries(sweep)))) == sorted([(), (a,), (a, b)])
+    labels = {r.optim_label for r in compare(sweep, make_plot=False)["runs"]}
+    assert labels == {"none", a, f"{a}+{b}"}
+
+
+@pytest.mark.slow
+def test_optuna_search_with_sqlite_resumes(tmp_path):
+    """Two sessions of one study: the second loads the first's trials from sqlite and adds its own;
+    a trial that crashes is recorded as FAIL and the search goes on."""
+    optuna = pytest.importorskip("optuna", reason="needs pip install -e '.[sweep]'")
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper", reason="needs pip install -e '.[sweep]'")
+    search = ["hparams_search=energy_pareto", "~hydra.sweeper.params.optim", *SMALL_CLI]
+    first = run_cli([*search, "hydra.sweeper.n_trials=2"], cwd=tmp_path, env=ENV)
+    assert first.returncode == 0, first.stderr[-3000:]
+    second = run_cli([*search, "hydra.sweeper.n_trials=1", CRASH], cwd=tmp_path, env=ENV)
+    assert second.returncode == 0, second.stderr[-3000:]  # a failed trial does not fail the search
+
+    db = tmp_path / "outputs" / "optuna" / "energy_pareto.db"
+    study = optuna.load_study(study_name="energy_pareto", storage=f"sqlite:///{db}")
+    assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE", "FAIL"]
+    assert 1 <= len(study.best_trials) <= 2
+
+    sessions = sorted(p for p in (tmp_path / "outputs" / "optuna" / "energy_pareto").iterdir() if p.is_dir())
+    assert len(sessions) == 2 and all((p / "optimization_results.yaml").is_file() for p in sessions)
+    # what Optuna stored is what the runs wrote
+    stored = sorted(v for t in study.trials[:2] for v in t.values)
+    written = sorted(v for s in _summaries(sessions[0]) for v in (s["test/acc"], s["energy/total_J"]))
+    assert stored == pytest.approx(written)
+    result = compare(sessions[0].parent)
+    assert sorted(r.status for r in result["runs"]) == ["completed", "completed", "failed"]
+    assert "deliberate crash" in result["table"] and result["png"].is_file()
