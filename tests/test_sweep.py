@@ -163,7 +163,7 @@ def test_multirun_then_compare_and_wandb_group(tmp_path):
     assert len(runs) == 2 and all(r["exited"] for r in runs)
     groups = {r["run"]["group"] for r in runs}
     assert len(groups) == 1 and groups.pop()
-    assert all(r["config"]["optim"] == "none" for r in runs)  # a parallel-coordinates axis
+    assert all(r["config"]["optim_set"] == "none" for r in runs)  # a parallel-coordinates axis
     by_name = {r["run"]["name"]: r for r in runs}
     for s in summaries:
         run = next(r for name, r in by_name.items() if s["overrides"][1] in name)

@@ -177,8 +177,9 @@ def train(cfg: DictConfig) -> Any:
         "versions": versions(),
         "launcher": launcher_info(),  # multirun jobs only; warns when jobs share a device
     }
-    # `optim` as one string ("amp+prune", "none"): a categorical axis for W&B's parallel coordinates
-    hparams = {**OmegaConf.to_container(cfg, resolve=True), "optim": "+".join(summary["optim"]) or "none"}
+    # The chosen options as one string ("amp+prune", "none"): a categorical axis for W&B's parallel
+    # coordinates. Its own key: `optim` itself holds the options' settings (optim.power.*, ...).
+    hparams = {**OmegaConf.to_container(cfg, resolve=True), "optim_set": "+".join(summary["optim"]) or "none"}
     for lg in loggers.values():
         lg.log_hyperparams(hparams)
 
