@@ -235,7 +235,7 @@ class EnergyAwareEarlyStopping(L.Callback):
         window: int = 5,
         min_gain_fraction: float | None = 0.2,
         min_gain_per_kJ: float | None = None,
-        diminishing_patience: int = 3,
+        diminishing_patience: int = 2,
         target: float | None = None,
         patience: int | None = None,
         min_delta: float = 0.0,
