@@ -69,6 +69,7 @@ class EnergyMonitor(L.Callback):
         self.estimate = EstimateModel(**dict(estimate or {}))
         self.gpu_index = gpu_index
         self.meter: EnergyMeter | None = None
+        self._fitting = True
         self._reset()
 
     # ---- state --------------------------------------------------------------------------
@@ -98,6 +99,8 @@ class EnergyMonitor(L.Callback):
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if not self._fitting:
+            return  # trainer.test(ckpt_path="best") restores callbacks too: keep the whole fit's figures
         self.total_J = state_dict["total_J"]
         self.gpu_J = state_dict["gpu_J"]
         self.cpu_J = state_dict["cpu_J"]
@@ -127,6 +130,7 @@ class EnergyMonitor(L.Callback):
 
     # ---- hooks --------------------------------------------------------------------------
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self._fitting = stage == "fit"
         if stage != "fit" or self.meter is not None:
             return
         self._reset()
