@@ -143,7 +143,10 @@ def test_fp16_overflow_steps_are_counted():
     assert _fp16_fit(init_scale=1.0, steps=4).summary_figures()["amp/skipped_steps"] == 0
 
 
-def test_a_diverged_run_stops_with_a_clear_message(make_cfg):
+@pytest.mark.parametrize("counting", ["immediate", "device-side"])
+def test_a_diverged_run_stops_with_a_clear_message(make_cfg, monkeypatch, counting):
+    if counting == "device-side":  # the GPU path: counters stay on the device, read every N steps
+        monkeypatch.setattr(AutoMixedPrecision, "immediate_devices", ())
     cfg = make_cfg(
         "+optim=amp",
         "model.optimizer.lr=1e30",  # Adam at this rate turns the weights to inf/NaN within two steps

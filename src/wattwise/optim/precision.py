@@ -35,6 +35,7 @@ Wiring
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 import lightning as L
@@ -157,6 +158,9 @@ class AutoMixedPrecision(L.Callback):
             device and is read once every this many steps, never per step.
     """
 
+    # Devices whose tensors are read without waiting on a queue: the loss is checked at once there.
+    immediate_devices: tuple[str, ...] = ("cpu",)
+
     def __init__(
         self,
         precision: str = "auto",
@@ -190,6 +194,7 @@ class AutoMixedPrecision(L.Callback):
         self._nonfinite_dev: torch.Tensor | None = None
         self._run_dev: torch.Tensor | None = None
         self._steps_since_check = 0
+        self._run_cpu = 0
 
     # ---- set-up and tear-down -------------------------------------------------------------
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
@@ -269,7 +274,15 @@ class AutoMixedPrecision(L.Callback):
                 self._skipped_dev = dropped if self._skipped_dev is None else self._skipped_dev + dropped
             self._prev_scale = scale.detach().clone()
         loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
-        if self.max_nonfinite_steps and isinstance(loss, torch.Tensor):
+        immediate = isinstance(loss, torch.Tensor) and loss.device.type in self.immediate_devices
+        if self.max_nonfinite_steps and immediate:
+            # On the CPU there is no device to wait for: count in Python and check at once.
+            finite = math.isfinite(float(loss.detach()))
+            self._run_cpu = 0 if finite else self._run_cpu + 1
+            self.nonfinite_steps += 0 if finite else 1
+            if self._run_cpu >= self.max_nonfinite_steps:
+                self._raise_nonfinite(trainer, self._run_cpu)
+        elif self.max_nonfinite_steps and isinstance(loss, torch.Tensor):
             bad = (~torch.isfinite(loss.detach())).to(torch.int64).reshape(())
             if self._run_dev is None:
                 self._run_dev, self._nonfinite_dev = bad.clone(), bad.clone()
@@ -285,19 +298,22 @@ class AutoMixedPrecision(L.Callback):
         run = int(self._run_dev.item()) if self._run_dev is not None else 0  # one sync per N steps
         if run >= self.max_nonfinite_steps:
             self._collect()
-            hint = (
-                " The fp16 loss scaler cannot fix a forward pass that overflows: try "
-                "callbacks.amp.precision=bf16-mixed or 32-true."
-                if self.chosen_precision == "16-mixed"
-                else " Try a lower learning rate, or callbacks.amp.precision=32-true."
-            )
-            raise NonFiniteLossError(
-                f"amp: the training loss was NaN/inf for {run} consecutive steps "
-                f"(epoch {trainer.current_epoch}, global step {trainer.global_step}, "
-                f"precision {self.chosen_precision}); stopping, since further steps "
-                f"would only spend energy.{hint} "
-                f"(callbacks.amp.max_nonfinite_steps={self.max_nonfinite_steps})"
-            )
+            self._raise_nonfinite(trainer, run)
+
+    def _raise_nonfinite(self, trainer: L.Trainer, run: int) -> None:
+        hint = (
+            " The fp16 loss scaler cannot fix a forward pass that overflows: try "
+            "callbacks.amp.precision=bf16-mixed or 32-true."
+            if self.chosen_precision == "16-mixed"
+            else " Try a lower learning rate, or callbacks.amp.precision=32-true."
+        )
+        raise NonFiniteLossError(
+            f"amp: the training loss was NaN/inf for {run} consecutive steps "
+            f"(epoch {trainer.current_epoch}, global step {trainer.global_step}, "
+            f"precision {self.chosen_precision}); stopping, since further steps "
+            f"would only spend energy.{hint} "
+            f"(callbacks.amp.max_nonfinite_steps={self.max_nonfinite_steps})"
+        )
 
     def _collect(self) -> None:
         """Move the device-side counters into plain ints (once per epoch)."""
