@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import itertools
 import logging
 import math
 import statistics
@@ -50,6 +51,7 @@ SETTINGS = {
     "quick": dict(rounds=1, samples=16384, epochs=3, acc_seeds=1, acc_epochs=8, overhead_pairs=2),
     "cpu-smoke": dict(rounds=1, samples=192, epochs=2, acc_seeds=1, acc_epochs=1, overhead_pairs=1),
 }
+_RUN_IDS = itertools.count()
 TORCH_DEFAULTS = (
     torch.backends.cuda.matmul.allow_tf32,
     torch.backends.cudnn.allow_tf32,
@@ -137,7 +139,7 @@ def fit_once(overrides: Sequence[str], strict: bool, device: torch.device, work:
     from wattwise.energy import find_energy_monitor
     from wattwise.train import build
 
-    run_dir = work / f"run{len(list(work.iterdir()))}"
+    run_dir = work / f"run{next(_RUN_IDS)}"
     cfg = compose(overrides, run_dir)
     parts = build(cfg)
     trainer, module = parts["trainer"], parts["module"]
@@ -237,6 +239,8 @@ def main(argv: Sequence[str] | None = None) -> Path:  # noqa: C901 - one linear 
     s = SETTINGS[mode]
     if not args.cpu_smoke and not torch.cuda.is_available():
         sys.exit("gpu_bench: no CUDA GPU visible (use --cpu-smoke to check the code path on a CPU)")
+    if args.cpu_smoke:
+        torch.set_num_threads(1)
     device = torch.device("cpu") if args.cpu_smoke else torch.device("cuda", torch.cuda.current_device())
     card = describe_card(device)
     print(f"gpu_bench [{mode}] on {card}", flush=True)

@@ -50,6 +50,23 @@ def test_ratios_are_paired_per_round():
     assert "failed: ValueError: bad" in table
 
 
+def test_energy_figures_cover_the_whole_fit_when_the_best_checkpoint_is_early(make_cfg):
+    """The bench compares summary.json totals: testing the best checkpoint must not roll them back."""
+    from wattwise.train import train
+
+    cfg = make_cfg(
+        "trainer.max_epochs=3",
+        "energy=estimate",
+        "callbacks.model_checkpoint.monitor=epoch",  # best = the first epoch, always
+        "callbacks.model_checkpoint.mode=min",
+    )
+    train(cfg)
+    s = json.loads((ROOT / cfg.paths.output_dir / "summary.json").read_text())
+    assert s["epochs"] == 3 and s["status"] == "completed"
+    samples = s["energy/total_J"] / s["energy/J_per_sample"]
+    assert samples == pytest.approx(3 * 3 * 64)  # 3 epochs x 3 batches x 64, not the first epoch's 192
+
+
 @pytest.mark.slow
 def test_quick_bench_writes_its_table(tmp_path):
     out = tmp_path / "bench.md"
