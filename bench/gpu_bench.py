@@ -8,8 +8,9 @@ What it runs, each through wattwise's own build (the real conf/, the real callba
   1. Throughput and energy on synthetic 32x32 images held on the GPU (so the loader is never the
      bottleneck): strict fp32 (TF32 off for matmuls and convolutions), PyTorch defaults (TF32 for
      convolutions only), `+optim=amp`, `+optim=prune` and `+optim=green` when those options exist.
-     Variants are interleaved per round (A B C, then C B A); the first epoch of each fit is warm-up,
-     figures are medians over the later epochs, ratios are paired per round.
+     Variants are interleaved per round (A B C, then C B A); the first epochs of each fit are
+     warm-up (and pruning, scheduled to end before them), the "steady" figures are medians over
+     the last two epochs, ratios are paired per round.
   2. Accuracy on a real (small) task: scikit-learn digits with the same ResNet-18, strict fp32 vs
      `green`, a few seeds.
   3. The energy monitor's overhead: the same fit with `energy=auto` vs `energy=off`, interleaved,
@@ -45,11 +46,17 @@ from energy_bench import OUT_DIR, compose, discover_options, quiet  # noqa: E402
 
 NEVER_RUN = {"power": "changes the card's power limit; this benchmark is read-only towards the card"}
 
-# name -> (sizes for the throughput part, accuracy part, overhead part)
+# steady_from: the first epoch (0-based) counted as steady; pruning is scheduled to end before it.
 SETTINGS = {
-    "full": dict(rounds=2, samples=32768, epochs=4, acc_seeds=3, acc_epochs=12, overhead_pairs=3),
-    "quick": dict(rounds=1, samples=16384, epochs=3, acc_seeds=1, acc_epochs=8, overhead_pairs=2),
-    "cpu-smoke": dict(rounds=1, samples=192, epochs=2, acc_seeds=1, acc_epochs=1, overhead_pairs=1),
+    "full": dict(
+        rounds=2, samples=24576, epochs=5, steady_from=3, acc_seeds=3, acc_epochs=12, overhead_pairs=3
+    ),
+    "quick": dict(
+        rounds=1, samples=12288, epochs=4, steady_from=2, acc_seeds=1, acc_epochs=8, overhead_pairs=2
+    ),
+    "cpu-smoke": dict(
+        rounds=1, samples=192, epochs=3, steady_from=2, acc_seeds=1, acc_epochs=1, overhead_pairs=1
+    ),
 }
 _RUN_IDS = itertools.count()
 TORCH_DEFAULTS = (
@@ -134,7 +141,9 @@ class EpochClock(L.Callback):
         self.epoch_s.append(time.perf_counter() - self._t0)
 
 
-def fit_once(overrides: Sequence[str], strict: bool, device: torch.device, work: Path) -> dict[str, Any]:
+def fit_once(
+    overrides: Sequence[str], strict: bool, device: torch.device, work: Path, steady_from: int = 1
+) -> dict[str, Any]:
     """Build from the real config, fit on device-resident data, test; return the figures."""
     from wattwise.energy import find_energy_monitor
     from wattwise.train import build
@@ -162,7 +171,7 @@ def fit_once(overrides: Sequence[str], strict: bool, device: torch.device, work:
     epochs = len(clock.epoch_s)
     out: dict[str, Any] = {
         "fit_s": fit_s,
-        "epoch_s": statistics.median(clock.epoch_s[1:] or clock.epoch_s) if clock.epoch_s else None,
+        "epoch_s": statistics.median(clock.epoch_s[steady_from:] or clock.epoch_s) if clock.epoch_s else None,
         "test_acc": float(test[0]["test/acc"]) if test else None,
         "source": monitor.source if monitor else "off",
         "precision": str(trainer.precision),
@@ -171,9 +180,8 @@ def fit_once(overrides: Sequence[str], strict: bool, device: torch.device, work:
     if monitor is None or monitor.total_J is None or not monitor.samples_seen:
         return out
     per_epoch = monitor.samples_seen / max(1, len(monitor.epoch_energies_J))
-    steady = list(zip(monitor.epoch_energies_J, clock.epoch_s))[1:] or list(
-        zip(monitor.epoch_energies_J, clock.epoch_s)
-    )
+    pairs = list(zip(monitor.epoch_energies_J, clock.epoch_s))
+    steady = pairs[steady_from:] or pairs  # early stopping may end a fit before the steady epochs
     out.update(
         J_per_sample=statistics.median(j for j, _ in steady) / per_epoch,
         fit_J_per_sample=monitor.total_J / monitor.samples_seen,
@@ -182,6 +190,14 @@ def fit_once(overrides: Sequence[str], strict: bool, device: torch.device, work:
         monitor=monitor,
     )
     return out
+
+
+def _composes(overrides: Sequence[str], callback: str) -> bool:
+    """Does this variant's config hold callbacks.<callback> (e.g. does green include prune)?"""
+    import tempfile
+
+    cfg = compose(list(overrides), Path(tempfile.gettempdir()) / "wattwise-gpu-bench-probe")
+    return cfg.callbacks.get(callback) is not None
 
 
 def window_cost_s(monitor: Any, repeats: int = 20) -> float:
@@ -256,6 +272,18 @@ def main(argv: Sequence[str] | None = None) -> Path:  # noqa: C901 - one linear 
             variants.append((name, [f"+optim={name}", *(green_extra if name == "green" else [])], False))
         else:
             notes.append(f"`{name}` skipped: conf/optim/{name}.yaml is not in this checkout")
+    # Pruning: its whole schedule before the steady epochs, and no export of the net at fit end.
+    prune_sched = [
+        "callbacks.prune.start_epoch=1",
+        f"callbacks.prune.end_epoch={max(1, s['steady_from'] - 1)}",
+        "callbacks.prune.export_dir=null",
+    ]
+    variants = [(n, o + (prune_sched if _composes(o, "prune") else []), st) for n, o, st in variants]
+    if any(_composes(o, "prune") for _, o, _ in variants):
+        notes.append(
+            f"pruning scheduled at epochs 1..{max(1, s['steady_from'] - 1)} (steady epochs come after it), "
+            "net export off"
+        )
     common = [
         "logger=none",
         "++callbacks.progress_bar=null",
@@ -295,7 +323,9 @@ def main(argv: Sequence[str] | None = None) -> Path:  # noqa: C901 - one linear 
         for rnd in range(s["rounds"]):
             order = variants if rnd % 2 == 0 else list(reversed(variants))
             for name, opt, strict in order:
-                r = fit_once([*synthetic, *common, *opt, f"seed={rnd}"], strict, device, work)
+                r = fit_once(
+                    [*synthetic, *common, *opt, f"seed={rnd}"], strict, device, work, s["steady_from"]
+                )
                 r.pop("monitor", None)
                 results[name].append(r)
                 print(
@@ -448,7 +478,8 @@ def main(argv: Sequence[str] | None = None) -> Path:  # noqa: C901 - one linear 
             f"- energy source: {', '.join(sources)}"
             + (" (an ESTIMATE: CPU smoke run)" if "estimate" in sources else " (measured)"),
             f"- workload: CIFAR-style ResNet-18, synthetic 32x32 data resident on the device, batch {bs}, "
-            f"{s['samples']} samples (80% train), {s['epochs']} epochs per fit, first epoch dropped; "
+            f"{s['samples']} samples (80% train), {s['epochs']} epochs per fit; steady = epochs "
+            f"{s['steady_from']}.. (0-based; before them: warm-up and any pruning); "
             f"{s['rounds']} interleaved round(s); ratios are paired per round",
             *(f"- note: {n}" for n in notes),
             "",

@@ -69,7 +69,7 @@ class EnergyMonitor(L.Callback):
         self.estimate = EstimateModel(**dict(estimate or {}))
         self.gpu_index = gpu_index
         self.meter: EnergyMeter | None = None
-        self._fit_ended = False
+        self._fitting = True
         self._reset()
 
     # ---- state --------------------------------------------------------------------------
@@ -99,10 +99,8 @@ class EnergyMonitor(L.Callback):
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        if self._fit_ended:
-            # trainer.test(ckpt_path="best") restores callback states too: keep the whole fit's totals,
-            # not those of the epoch whose checkpoint was best.
-            return
+        if not self._fitting:
+            return  # trainer.test(ckpt_path="best") restores callbacks too: keep the whole fit's figures
         self.total_J = state_dict["total_J"]
         self.gpu_J = state_dict["gpu_J"]
         self.cpu_J = state_dict["cpu_J"]
@@ -132,10 +130,8 @@ class EnergyMonitor(L.Callback):
 
     # ---- hooks --------------------------------------------------------------------------
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        if stage != "fit":
-            return
-        self._fit_ended = False
-        if self.meter is not None:
+        self._fitting = stage == "fit"
+        if stage != "fit" or self.meter is not None:
             return
         self._reset()
         device = trainer.strategy.root_device
@@ -177,7 +173,6 @@ class EnergyMonitor(L.Callback):
         self._close()  # keep what was spent for the summary of a failed run
 
     def _close(self) -> None:
-        self._fit_ended = True
         if self.meter is not None and self.meter.is_open(_SEGMENT):
             self._account(self.meter.end(_SEGMENT))
 

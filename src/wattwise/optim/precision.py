@@ -23,7 +23,7 @@ When not to use it
     everywhere (some losses, very small learning-rate updates): set precision to 32-true.
 How it composes
     Independent of early stopping and power tuning. With pruning: channels_last is re-applied
-    at each epoch start, so layers rebuilt by a pruner keep the layout.
+    at each epoch's first batch, so layers a pruner rebuilt at the epoch start keep the layout.
 
 Wiring
     The Trainer's precision is fixed when it is built, so `conf/optim/amp.yaml` sets
@@ -184,6 +184,7 @@ class AutoMixedPrecision(L.Callback):
         self.channels_last_enabled = False
         self._saved_tf32: tuple[bool, bool, str] | None = None
         self._hook: Any = None
+        self._relayout = False
         self._reset_counts()
 
     def _reset_counts(self) -> None:
@@ -242,8 +243,13 @@ class AutoMixedPrecision(L.Callback):
             pl_module.to(memory_format=torch.channels_last)
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        # Every epoch (cheap, a no-op for tensors already NHWC): layers a pruner rebuilt keep the layout.
-        if self.channels_last_enabled:
+        self._relayout = self.channels_last_enabled
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:  # noqa: ANN001
+        # At each epoch's first batch, after every epoch-start hook (a pruner rebuilds layers there):
+        # cheap, a no-op for tensors already NHWC, and parameters stay the optimizer's objects.
+        if self._relayout:
+            self._relayout = False
             pl_module.to(memory_format=torch.channels_last)
 
     def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
