@@ -10,9 +10,9 @@ What it runs, each through wattwise's own build (the real conf/, the real callba
      convolutions only), `+optim=amp`, `+optim=prune` and `+optim=green` when those options exist.
      Variants are interleaved per round (A B C, then C B A); the first epochs of each fit are
      warm-up (and pruning, scheduled to end before them), the "steady" figures are medians over
-     the last two epochs, ratios are paired per round.
+     the last two epochs (early stopping may not stop before them), ratios are paired per round.
   2. Accuracy on a real (small) task: scikit-learn digits with the same ResNet-18, strict fp32 vs
-     `green`, a few seeds.
+     `green` (the whole recipe: its early stopping and pruning act here), a few seeds.
   3. The energy monitor's overhead: the same fit with `energy=auto` vs `energy=off`, interleaved,
      plus the cost of one counter window times the two windows the monitor opens per epoch.
 
@@ -303,6 +303,7 @@ def main(argv: Sequence[str] | None = None) -> Path:  # noqa: C901 - one linear 
         f"data.batch_size={bs}",
         "data.eval_batch_size=1024",
         f"trainer.max_epochs={s['epochs']}",
+        f"trainer.min_epochs={s['epochs']}",  # J/sample needs the steady epochs: early stopping waits
     ]
     import tempfile
 
@@ -312,7 +313,14 @@ def main(argv: Sequence[str] | None = None) -> Path:  # noqa: C901 - one linear 
         print("warm-up ...", flush=True)
         for _, opt, strict in variants[1:3]:
             fit_once(
-                [*synthetic, *common, *opt, "trainer.max_epochs=1", "++trainer.limit_train_batches=5"],
+                [
+                    *synthetic,
+                    *common,
+                    *opt,
+                    "trainer.max_epochs=1",
+                    "trainer.min_epochs=1",
+                    "++trainer.limit_train_batches=5",
+                ],
                 strict,
                 device,
                 work,
@@ -412,7 +420,8 @@ def main(argv: Sequence[str] | None = None) -> Path:  # noqa: C901 - one linear 
 
         # 3. monitor overhead: energy=auto vs energy=off, same fit, interleaved
         probe = next(v for v in variants if v[0] == ("amp" if "amp" in results else "PyTorch defaults"))
-        ov_base = [x for x in synthetic if not x.startswith("trainer.max_epochs")] + ["trainer.max_epochs=3"]
+        ov_base = [x for x in synthetic if not x.startswith(("trainer.max_epochs", "trainer.min_epochs"))]
+        ov_base += ["trainer.max_epochs=3"]
         ov_base += [c for c in common if not c.startswith("energy=")] + probe[1]
         fit_s: dict[str, list[float]] = {"auto": [], "off": []}
         epoch_s: dict[str, list[float]] = {"auto": [], "off": []}
