@@ -1,12 +1,22 @@
 """EnergyMonitor: the Lightning callback that owns the run's energy meter.
 
-It observes and never changes training. Reads happen only at phase boundaries
-(fit start, each epoch's start and end, checkpoint saves, fit end): one NVML read
-costs ~4 ms on an H100 VM, so a per-step read would cost more than the 1% budget.
+It observes and never changes training. It reads the counters once per epoch
+boundary, never per step: on an H100 VM one NVML read cost ~4 ms and closing one
+Zeus window and opening the next (two reads, two device syncs) 7.1 ms, so a read
+per step would cost more than the 1% budget while one per epoch costs <1% of a
+CIFAR-10 epoch.
 
-The fit is covered by back-to-back *segments*: each boundary closes the open
-segment and opens the next, so the totals add up to exactly what the counter
-moved between fit start and fit end, with nothing double-counted.
+The fit is covered by back-to-back *segments*: a boundary closes the open segment
+and opens the next, so the totals add up to exactly what the counter moved between
+fit start and fit end, with nothing double-counted. Boundaries:
+- the first epoch's start (set-up and the sanity check count in the total only);
+- each epoch's end: validation's end when validation closes the epoch (so the
+  checkpoint saved right after it holds this epoch's energy), else the train epoch's end;
+- the fit's end. A checkpoint saved mid-epoch closes a segment locally (no collective).
+
+Under DDP each process measures its own device; what each boundary closes is summed
+over the processes there (one small all-reduce per epoch), so `total_J`,
+`epoch_energies_J` and `samples_seen` are the whole job's.
 
 Other callbacks read the figures through `find_energy_monitor(trainer)`:
 `epoch_energies_J`, `total_J`, `samples_seen`, and `meter.zeus_monitor`.
@@ -15,6 +25,7 @@ Other callbacks read the figures through `find_energy_monitor(trainer)`:
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -81,17 +92,25 @@ class EnergyMonitor(L.Callback):
         self.samples_seen = 0
         self.epoch_energies_J: list[float] = []
         self.test_J: float | None = None
-        self._epoch_J: float | None = None
-        self._epoch_samples = 0
+        # closed on this process since the last boundary, not yet summed over DDP processes
+        self._pending: dict[str, float | None] = {"total_J": None, "gpu_J": None, "cpu_J": None}
+        self._pending_samples = 0
+        self._last_close_s = time.perf_counter()
+        self._before_first_epoch = True
+        self._epoch_closed = False
 
     def state_dict(self) -> dict[str, Any]:
-        """Totals so far, so a resumed run continues with the energy already spent."""
-        if self.meter is not None and self.meter.is_open(_SEGMENT):
+        """Totals so far, so a resumed run continues with the energy already spent.
+
+        Checkpoints saved at an epoch's end come right after the boundary and cost no read; one
+        saved later than a second after it closes the open segment first (on this process only).
+        """
+        if self.meter is not None and self.meter.is_open(_SEGMENT) and self._open_for_s() > 1.0:
             self._roll()
         return {
-            "total_J": self.total_J,
-            "gpu_J": self.gpu_J,
-            "cpu_J": self.cpu_J,
+            "total_J": self._add(self.total_J, self._pending["total_J"]),
+            "gpu_J": self._add(self.gpu_J, self._pending["gpu_J"]),
+            "cpu_J": self._add(self.cpu_J, self._pending["cpu_J"]),
             "time_s": self.time_s,
             "samples_seen": self.samples_seen,
             "epoch_energies_J": list(self.epoch_energies_J),
@@ -115,18 +134,50 @@ class EnergyMonitor(L.Callback):
             return a
         return b if a is None else a + b
 
+    def _open_for_s(self) -> float:
+        return time.perf_counter() - self._last_close_s
+
     def _account(self, r: EnergyReading) -> None:
-        self.total_J = self._add(self.total_J, r.total_J)
-        self.gpu_J = self._add(self.gpu_J, r.gpu_J)
-        self.cpu_J = self._add(self.cpu_J, r.cpu_J)
+        """Add a closed segment to what this process has pending."""
+        for key, value in (("total_J", r.total_J), ("gpu_J", r.gpu_J), ("cpu_J", r.cpu_J)):
+            self._pending[key] = self._add(self._pending[key], value)
         self.time_s += r.time_s
-        self._epoch_J = self._add(self._epoch_J, r.total_J)
+        self._last_close_s = time.perf_counter()
 
     def _roll(self) -> None:
-        """Close the open segment into the totals and open the next one."""
+        """Close the open segment into what is pending and open the next one."""
         assert self.meter is not None
         self._account(self.meter.end(_SEGMENT))
         self.meter.begin(_SEGMENT)
+
+    def _settle(self, trainer: L.Trainer | None) -> tuple[float | None, int]:
+        """Sum what is pending over DDP processes (None: this process only) and add it to the totals."""
+        names = ("total_J", "gpu_J", "cpu_J")
+        values = [self._pending[k] for k in names]
+        samples = self._pending_samples
+        if trainer is not None and trainer.world_size > 1:
+            t = torch.tensor(
+                [v or 0.0 for v in values] + [float(v is not None) for v in values] + [float(samples)],
+                dtype=torch.float64,
+                device=trainer.strategy.root_device,
+            )
+            t = trainer.strategy.reduce(t, reduce_op="sum")
+            values = [float(t[i]) if t[3 + i] > 0 else None for i in range(3)]
+            samples = int(t[6])
+        self.total_J = self._add(self.total_J, values[0])
+        self.gpu_J = self._add(self.gpu_J, values[1])
+        self.cpu_J = self._add(self.cpu_J, values[2])
+        self.samples_seen += samples
+        self._pending = dict.fromkeys(names)
+        self._pending_samples = 0
+        return values[0], samples
+
+    def _close_epoch(self, trainer: L.Trainer) -> None:
+        self._roll()
+        epoch_J, _ = self._settle(trainer)
+        if epoch_J is not None:
+            self.epoch_energies_J.append(epoch_J)
+        self._epoch_closed = True
 
     # ---- hooks --------------------------------------------------------------------------
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
@@ -145,36 +196,47 @@ class EnergyMonitor(L.Callback):
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         assert self.meter is not None
         self.meter.begin(_SEGMENT)
+        self._last_close_s = time.perf_counter()
+        self._before_first_epoch = True
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._roll()  # what ran before this epoch (set-up, sanity check) counts in the total only
-        self._epoch_J = None
-        self._epoch_samples = 0
+        self._epoch_closed = False
+        if self._before_first_epoch:  # set-up and the sanity check count in the total only
+            self._roll()
+            self._settle(trainer)
+            self._before_first_epoch = False
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:  # noqa: ANN001
-        self._epoch_samples += batch_size_of(batch)
+        self._pending_samples += batch_size_of(batch)
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Validation at the end of a training epoch closes the epoch, before the checkpoint is saved.
+        if trainer.sanity_checking or not self._fitting or self._epoch_closed:
+            return
+        at_epoch_end = trainer.fit_loop.epoch_loop.batch_progress.is_last_batch
+        if at_epoch_end and self.meter is not None and self.meter.is_open(_SEGMENT):
+            self._close_epoch(trainer)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._roll()
-        epoch_J, samples = self._reduce(trainer, self._epoch_J, self._epoch_samples)
-        self.samples_seen += samples
-        if epoch_J is not None:
-            self.epoch_energies_J.append(epoch_J)
+        if not self._epoch_closed:
+            self._close_epoch(trainer)
         figures = {k: v for k, v in self.summary_figures().items() if isinstance(v, int | float)}
         if figures:
             pl_module.log_dict(figures, on_step=False, on_epoch=True, rank_zero_only=True)
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._close()
+        if self.meter is not None and self.meter.is_open(_SEGMENT):
+            self._account(self.meter.end(_SEGMENT))
+        self._settle(trainer)
 
     def on_exception(
         self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
     ) -> None:
-        self._close()  # keep what was spent for the summary of a failed run
-
-    def _close(self) -> None:
+        # Keep what was spent for the summary of a failed run. No collective here: other
+        # processes may be gone, so under DDP only this process's pending energy is added.
         if self.meter is not None and self.meter.is_open(_SEGMENT):
             self._account(self.meter.end(_SEGMENT))
+        self._settle(None)
 
     def on_test_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.meter is not None:
@@ -183,17 +245,6 @@ class EnergyMonitor(L.Callback):
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.meter is not None and self.meter.is_open(_TEST):
             self.test_J = self.meter.end(_TEST).total_J
-
-    @staticmethod
-    def _reduce(trainer: L.Trainer, energy_J: float | None, samples: int) -> tuple[float | None, int]:
-        """Sum one epoch's figures over DDP ranks (once per epoch, never per step)."""
-        if trainer.world_size <= 1:
-            return energy_J, samples
-        t = torch.tensor(
-            [energy_J or 0.0, float(samples)], dtype=torch.float64, device=trainer.strategy.root_device
-        )
-        t = trainer.strategy.reduce(t, reduce_op="sum")
-        return (float(t[0]) if energy_J is not None else None), int(t[1])
 
     # ---- results ------------------------------------------------------------------------
     @property

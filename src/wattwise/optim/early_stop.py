@@ -57,7 +57,6 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import lightning as L
-import torch
 
 from wattwise.energy.monitor import J_PER_KWH, EnergyMonitor, find_energy_monitor
 
@@ -300,12 +299,8 @@ class EnergyAwareEarlyStopping(L.Callback):
 
     # ---- energy -------------------------------------------------------------------------
     def _spent_J(self, trainer: L.Trainer) -> float:
-        """Energy of the fit so far, summed over DDP ranks (each rank measures its own device)."""
-        local = (self._monitor.total_J if self._monitor else None) or 0.0
-        if trainer.world_size <= 1:
-            return float(local)
-        t = torch.tensor([local], dtype=torch.float64, device=trainer.strategy.root_device)
-        return float(trainer.strategy.reduce(t, reduce_op="sum")[0])
+        """Energy of the fit so far; the monitor's totals are already summed over DDP ranks."""
+        return float((self._monitor.total_J if self._monitor else None) or 0.0)
 
     # ---- hooks --------------------------------------------------------------------------
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
