@@ -237,9 +237,9 @@ def sigterm_child(workdir: str) -> None:
         [
             "+optim=power",
             "energy.gpu_index=0",
-            "optim.power.pl_step_W=50",
-            "optim.power.warmup_steps=1",
-            "optim.power.profile_steps=2",
+            "callbacks.power.pl_step_W=50",
+            "callbacks.power.warmup_steps=1",
+            "callbacks.power.profile_steps=2",
             "trainer.limit_train_batches=30",
             "data.batch_size=16",
             "+callbacks.gpu_model._target_=fake_gpu_power.StepModel",

@@ -30,9 +30,9 @@ ORIGINAL_mW = 275_000  # a user-set cap that is not on the profile grid, so a re
 TUNE = [
     "+optim=power",
     "energy.gpu_index=0",  # measure fake GPU 0 while the trainer runs on the CPU
-    "optim.power.pl_step_W=50",
-    "optim.power.warmup_steps=1",
-    "optim.power.profile_steps=2",
+    "callbacks.power.pl_step_W=50",
+    "callbacks.power.warmup_steps=1",
+    "callbacks.power.profile_steps=2",
     "data.batch_size=16",
     "+callbacks.gpu_model._target_=fake_gpu_power.StepModel",
 ]
@@ -94,11 +94,11 @@ def _tuner(summary: dict) -> dict:
 @pytest.mark.parametrize(
     "selector_overrides, selector, kwargs",
     [
-        (["optim.power.selector=energy"], "energy", {}),
-        (["optim.power.selector=time"], "time", {}),
-        (["optim.power.selector=zeus_cost", "optim.power.eta=0.5"], "zeus_cost", {"eta": 0.5}),
+        (["callbacks.power.selector=energy"], "energy", {}),
+        (["callbacks.power.selector=time"], "time", {}),
+        (["callbacks.power.selector=zeus_cost", "callbacks.power.eta=0.5"], "zeus_cost", {"eta": 0.5}),
         (
-            ["optim.power.selector=max_slowdown", "optim.power.max_slowdown=1.05"],
+            ["callbacks.power.selector=max_slowdown", "callbacks.power.max_slowdown=1.05"],
             "max_slowdown",
             {"factor": 1.05},
         ),
@@ -161,14 +161,16 @@ def test_zeus_cost_gets_the_world_size_so_ddp_is_not_biased():
 # ---- cache, dry run, re-profiling ---------------------------------------------------------------
 @pytest.mark.slow
 def test_profile_cache_skips_profiling_and_dry_run_changes_nothing(make_cfg):
-    first = _run(make_cfg, PowerGPU(limit_W=275), *LONG_EPOCH, "optim.power.selector=energy")
+    first = _run(make_cfg, PowerGPU(limit_W=275), *LONG_EPOCH, "callbacks.power.selector=energy")
     assert first["power/status"] == "tuned"
     cache = Path(first["power/profile_file"])
     assert cache.is_file() and cache.parent.name == "power_profiles"
 
     # dry run: no limit or mode change at all, and it says what it would do
     dry_gpu = PowerGPU(limit_W=275)
-    dry = _run(make_cfg, dry_gpu, *LONG_EPOCH, "optim.power.selector=energy", "optim.power.dry_run=true")
+    dry = _run(
+        make_cfg, dry_gpu, *LONG_EPOCH, "callbacks.power.selector=energy", "callbacks.power.dry_run=true"
+    )
     assert dry_gpu.limit_history == [] and dry_gpu.persistence_history == []
     assert dry["power/status"] == "dry_run" and dry["power/limit_W"] == 275
     plan = dry["power/dry_run"]
@@ -177,7 +179,7 @@ def test_profile_cache_skips_profiling_and_dry_run_changes_nothing(make_cfg):
 
     # a repeat run, even with another selector, chooses from the cache: no profiling
     gpu = PowerGPU(limit_W=275)
-    again = _run(make_cfg, gpu, *LONG_EPOCH, "optim.power.selector=time")
+    again = _run(make_cfg, gpu, *LONG_EPOCH, "callbacks.power.selector=time")
     assert again["power/status"] == "cached"
     assert again["power/limit_W"] == expected_limit("time", LIMITS)
     assert gpu.limit_history == [expected_limit("time", LIMITS) * 1000, ORIGINAL_mW]
@@ -212,7 +214,7 @@ def test_the_profile_key_covers_gpu_net_input_batch_precision_and_world_size(tmp
 
 def test_dry_run_without_a_cache_lists_the_limits_it_would_try(make_cfg):
     gpu = PowerGPU(limit_W=275)
-    s = _run(make_cfg, gpu, *LONG_EPOCH, "optim.power.dry_run=true")
+    s = _run(make_cfg, gpu, *LONG_EPOCH, "callbacks.power.dry_run=true")
     assert gpu.limit_history == [] and gpu.persistence_history == []
     plan = s["power/dry_run"]
     assert plan["would_profile_W"] == LIMITS and plan["would_choose_W"] is None
@@ -228,7 +230,7 @@ def test_reprofiles_when_the_net_changes_shape(make_cfg):
         gpu,
         *LONG_EPOCH,
         "trainer.max_epochs=2",
-        "optim.power.selector=energy",
+        "callbacks.power.selector=energy",
         "+callbacks.prune._target_=fake_gpu_power.ReshapeNetAt",
         "+callbacks.prune.epoch=0",
     )
@@ -259,9 +261,9 @@ def test_short_epochs_still_finish_profiling(make_cfg, caplog):
         "trainer.limit_train_batches=4",
         "trainer.max_epochs=6",
         "trainer.limit_val_batches=1",
-        "optim.power.warmup_steps=10",
-        "optim.power.profile_steps=40",
-        "optim.power.selector=energy",
+        "callbacks.power.warmup_steps=10",
+        "callbacks.power.profile_steps=40",
+        "callbacks.power.selector=energy",
     )
     assert s["power/status"] == "tuned"
     assert s["power/limit_W"] == expected_limit("energy", LIMITS)
@@ -366,12 +368,12 @@ def test_no_gpu_the_option_says_it_does_nothing_and_the_run_proceeds(make_cfg, c
 @pytest.mark.parametrize(
     "kwargs, key",
     [
-        ({"selector": "fastest"}, "optim.power.selector"),
-        ({"eta": 1.5}, "optim.power.eta"),
-        ({"max_slowdown": 0.9}, "optim.power.max_slowdown"),
-        ({"warmup_steps": 0}, "optim.power.warmup_steps"),  # Zeus's own state machine rejects 0 mid-run
-        ({"profile_steps": 0}, "optim.power.profile_steps"),
-        ({"pl_step_W": 0}, "optim.power.pl_step_W"),
+        ({"selector": "fastest"}, "callbacks.power.selector"),
+        ({"eta": 1.5}, "callbacks.power.eta"),
+        ({"max_slowdown": 0.9}, "callbacks.power.max_slowdown"),
+        ({"warmup_steps": 0}, "callbacks.power.warmup_steps"),  # Zeus's own state machine rejects 0 mid-run
+        ({"profile_steps": 0}, "callbacks.power.profile_steps"),
+        ({"pl_step_W": 0}, "callbacks.power.pl_step_W"),
     ],
 )
 def test_bad_settings_fail_fast_naming_the_key(kwargs, key):
@@ -381,6 +383,6 @@ def test_bad_settings_fail_fast_naming_the_key(kwargs, key):
 
 def test_bad_setting_from_the_command_line_is_a_one_line_error(make_cfg, capsys):
     with pytest.raises(SystemExit) as info:
-        train(make_cfg("+optim=power", "optim.power.selector=fastest"))
+        train(make_cfg("+optim=power", "callbacks.power.selector=fastest"))
     assert info.value.code == 2
-    assert "optim.power.selector must be one of" in capsys.readouterr().err
+    assert "callbacks.power.selector must be one of" in capsys.readouterr().err

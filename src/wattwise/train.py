@@ -178,7 +178,7 @@ def train(cfg: DictConfig) -> Any:
         "launcher": launcher_info(),  # multirun jobs only; warns when jobs share a device
     }
     # The chosen options as one string ("amp+prune", "none"): a categorical axis for W&B's parallel
-    # coordinates. Its own key: `optim` itself holds the options' settings (optim.power.*, ...).
+    # coordinates (the options' settings are under callbacks.<name>).
     hparams = {**OmegaConf.to_container(cfg, resolve=True), "optim_set": "+".join(summary["optim"]) or "none"}
     for lg in loggers.values():
         lg.log_hyperparams(hparams)

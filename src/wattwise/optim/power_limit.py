@@ -89,7 +89,7 @@ def make_selector(name: str, eta: float = 0.5, max_slowdown: float = 1.1, world_
         return ZeusCost(eta_knob=eta, world_size=world_size)
     if name == "max_slowdown":
         return MaxSlowdownConstraint(factor=max_slowdown)
-    raise ValueError(f"optim.power.selector must be one of {', '.join(SELECTORS)}, got {name!r}")
+    raise ValueError(f"callbacks.power.selector must be one of {', '.join(SELECTORS)}, got {name!r}")
 
 
 def net_signature(module: Any) -> str:
@@ -133,7 +133,7 @@ def _slug(text: str) -> str:
 class PowerLimitTuner(L.Callback):
     """Chooses the GPU's power limit with Zeus and restores the original one afterwards.
 
-    Args (config keys `optim.power.*`):
+    Args (config keys `callbacks.power.*`):
         selector: `energy`, `time`, `zeus_cost` or `max_slowdown`.
         eta: `zeus_cost`'s weight on energy against time, in [0, 1].
         max_slowdown: `max_slowdown`'s largest allowed step-time factor against the
@@ -162,12 +162,14 @@ class PowerLimitTuner(L.Callback):
         dry_run: bool = False,
     ) -> None:
         if selector not in SELECTORS:
-            raise ValueError(f"optim.power.selector must be one of {', '.join(SELECTORS)}, got {selector!r}")
+            raise ValueError(
+                f"callbacks.power.selector must be one of {', '.join(SELECTORS)}, got {selector!r}"
+            )
         if not 0.0 <= float(eta) <= 1.0:
-            raise ValueError(f"optim.power.eta must be in [0, 1], got {eta}")
+            raise ValueError(f"callbacks.power.eta must be in [0, 1], got {eta}")
         if float(max_slowdown) < 1.0:
             raise ValueError(
-                f"optim.power.max_slowdown must be >= 1.0 (a step-time factor), got {max_slowdown}"
+                f"callbacks.power.max_slowdown must be >= 1.0 (a step-time factor), got {max_slowdown}"
             )
         for key, value, low in (
             ("wait_steps", wait_steps, 0),
@@ -176,7 +178,7 @@ class PowerLimitTuner(L.Callback):
             ("pl_step_W", pl_step_W, 1),
         ):
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ValueError(f"optim.power.{key} must be an integer >= {low}, got {value!r}")
+                raise ValueError(f"callbacks.power.{key} must be an integer >= {low}, got {value!r}")
         self.selector = selector
         self.eta = float(eta)
         self.max_slowdown = float(max_slowdown)

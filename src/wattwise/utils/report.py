@@ -18,6 +18,27 @@ def _fmt_small_J(j: float) -> str:
     return f"{j * 1e3:.2f} mJ" if j < 1 else f"{j:.2f} J"
 
 
+def _option_rows(s: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """One line per energy method that ran, saying what it did."""
+    rows: list[tuple[str, str]] = []
+    if s.get("amp/precision") is not None:
+        rows.append(("precision (amp)", str(s["amp/precision"])))
+    if s.get("stop/reason") is not None:
+        rows.append(("stopped (early_stop)", f"{s['stop/reason']} after {s.get('stop/epoch', '?')} epochs"))
+    if s.get("prune/macs") is not None and s.get("prune/base_macs"):
+        rows.append(
+            (
+                "MACs (prune)",
+                f"{s['prune/macs']:,.0f} of {s['prune/base_macs']:,.0f} "
+                f"({s['prune/macs'] / s['prune/base_macs']:.2f}x)",
+            )
+        )
+    if s.get("power/status") is not None:
+        limit = s.get("power/limit_W")
+        rows.append(("power limit (power)", f"{s['power/status']}" + (f", {limit:g} W" if limit else "")))
+    return rows
+
+
 def format_report(s: Mapping[str, Any]) -> str:
     """Render a summary dict (see utils/summary.py) as a short aligned table."""
     rows: list[tuple[str, str]] = []
@@ -40,9 +61,7 @@ def format_report(s: Mapping[str, Any]) -> str:
         rows.append(("wall time (fit)", f"{s['time/train_s']:.1f} s"))
     if s.get("carbon/gCO2e") is not None:
         rows.append(("CO2e", f"{s['carbon/gCO2e']:.4f} g  (at {s.get('grid_gCO2_per_kWh', '?')} gCO2e/kWh)"))
-    for key in ("stop/reason", "prune/macs", "power/limit_W"):
-        if s.get(key) is not None:
-            rows.append((key, str(s[key])))
+    rows += _option_rows(s)
     width = max(len(k) for k, _ in rows)
     title = f"wattwise run [{s.get('status', '?')}]  {s.get('run_dir', '')}"
     lines = [title, "-" * min(len(title), 78)]
