@@ -63,26 +63,9 @@ def discover_options(conf_dir: Path = CONF_DIR) -> list[str]:
 
 def compose(overrides: Sequence[str], run_dir: Path) -> Any:
     """The real conf/ composed with `overrides`, as `python train.py <overrides>` would see it."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-    from hydra.core.hydra_config import HydraConfig
-    from omegaconf import open_dict
+    from wattwise.utils.compose import compose_run_config
 
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = hydra_compose(
-            "train", overrides=[*overrides, f"hydra.run.dir={run_dir}"], return_hydra_config=True
-        )
-    with open_dict(cfg):
-        cfg.hydra.runtime.output_dir = str(run_dir)
-        cfg.hydra.runtime.cwd = str(ROOT)
-        cfg.hydra.job.override_dirname = ",".join(overrides)
-    HydraConfig.instance().set_config(cfg)
-    with open_dict(cfg):
-        del cfg["hydra"]
-        cfg.paths.output_dir = str(run_dir)
-    return cfg
+    return compose_run_config(overrides, run_dir)
 
 
 def quiet() -> None:

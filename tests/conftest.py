@@ -8,10 +8,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig
+
+from wattwise.utils.compose import compose_run_config
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = ROOT / "conf"
@@ -35,22 +35,7 @@ SMALL = [
 
 def compose_cfg(tmp_path: Path, overrides: Sequence[str] = (), small: bool = True) -> DictConfig:
     """The real conf/ composed with `overrides`, writing into tmp_path; HydraConfig is set as in a run."""
-    GlobalHydra.instance().clear()
-    run_dir = tmp_path / "run"
-    all_overrides = [*(SMALL if small else []), *overrides, f"hydra.run.dir={run_dir}"]
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose("train", overrides=all_overrides, return_hydra_config=True)
-    with open_dict(cfg):
-        cfg.hydra.runtime.output_dir = str(run_dir)
-        cfg.hydra.runtime.cwd = str(ROOT)
-        cfg.hydra.job.override_dirname = ",".join(overrides) or "defaults"
-    HydraConfig.instance().set_config(cfg)
-    with open_dict(cfg):
-        del cfg["hydra"]  # a real run's task config has no hydra node either
-        cfg.paths.output_dir = str(run_dir)
-        cfg.paths.root_dir = str(tmp_path)
-        cfg.paths.data_dir = str(tmp_path / "data")
-    return cfg
+    return compose_run_config([*(SMALL if small else []), *overrides], tmp_path / "run", root=tmp_path)
 
 
 @pytest.fixture
