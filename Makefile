@@ -40,7 +40,9 @@ sweep: $(STAMP)
 
 # make compare SWEEP=outputs/multirun/<date>/<time>  (defaults to the newest sweep)
 compare: $(STAMP)
-	$(PY) -m wattwise.compare $(if $(SWEEP),$(SWEEP),$$(ls -d outputs/multirun/*/* | sort | tail -n 1))
+	@sweep="$(SWEEP)"; [ -n "$$sweep" ] || sweep=$$(ls -d outputs/multirun/*/* 2>/dev/null | sort | tail -n 1); \
+	if [ -z "$$sweep" ]; then echo "make compare: no sweep under outputs/multirun: run one (make sweep) or pass SWEEP=<dir>" >&2; exit 2; fi; \
+	$(PY) -m wattwise.compare "$$sweep"
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests bench train.py
