@@ -111,6 +111,9 @@ def test_macs_fall_on_schedule_and_reach_the_summary(make_cfg):
     net = torch.load(Path(cfg.paths.output_dir) / "pruned_net.pt", weights_only=False)
     assert isinstance(net, CNN) and net.classifier.in_features == 32
     assert net(torch.randn(2, 1, 8, 8)).shape == (2, 10)
+    # the wider net's best checkpoints are deleted when best tracking restarts: one best + last
+    kept = sorted(p.name for p in (Path(cfg.paths.output_dir) / "checkpoints").glob("*.ckpt"))
+    assert len(kept) == 2 and "last.ckpt" in kept, kept
 
 
 def test_macs_reduction_target_is_reached(make_cfg):

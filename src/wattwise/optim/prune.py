@@ -582,7 +582,7 @@ class StructuredPruning(L.Callback):
             sys.modules["torch._dynamo"].reset()
         if self.reset_best_after_prune:
             for cb in trainer.checkpoint_callbacks:
-                _forget_best(cb)
+                _forget_best(cb, trainer)
             for cb in trainer.early_stopping_callbacks:  # patience restarts: the net must recover first
                 cb.wait_count = 0
                 cb.best_score = torch.tensor(torch.inf if cb.mode == "min" else -torch.inf)
@@ -627,10 +627,17 @@ def _pruned_dim(mod: nn.Module, pname: str, out: bool) -> int | None:
     return None
 
 
-def _forget_best(cb: Any) -> None:
-    """Restart a ModelCheckpoint's best tracking: checkpoints of a wider net no longer compete."""
+def _forget_best(cb: Any, trainer: L.Trainer) -> None:
+    """Restart a ModelCheckpoint's best tracking: checkpoints of a wider net no longer compete.
+
+    Its tracked top-k files (the wider net's) are deleted, as it would have deleted them once
+    beaten; `last.ckpt` stays.
+    """
     if not getattr(cb, "monitor", None) or not hasattr(cb, "best_k_models"):
         return
+    for path in list(cb.best_k_models):
+        if path != getattr(cb, "last_model_path", None):
+            trainer.strategy.remove_checkpoint(path)
     cb.best_k_models = {}
     cb.kth_best_model_path = ""
     cb.best_model_score = None
