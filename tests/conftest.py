@@ -38,6 +38,13 @@ def compose_cfg(tmp_path: Path, overrides: Sequence[str] = (), small: bool = Tru
     return compose_run_config([*(SMALL if small else []), *overrides], tmp_path / "run", root=tmp_path)
 
 
+@pytest.fixture(autouse=True)
+def power_limits_stay_as_found(monkeypatch):
+    """Tests never change a real GPU's power limit: +optim=power runs dry everywhere, unless a test
+    lifts this because it drives a fake GPU (tests/test_power_limit.py)."""
+    monkeypatch.setenv("WATTWISE_POWER_DRY_RUN", "1")
+
+
 @pytest.fixture
 def make_cfg(tmp_path: Path) -> Callable[..., DictConfig]:
     def _make(*overrides: str, small: bool = True) -> DictConfig:

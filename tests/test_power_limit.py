@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import ROOT
 from fake_gpu_power import STEP_TIME_REL, PowerGPU, expected_limit, install_power_gpu, step_time_s
 
@@ -38,6 +39,13 @@ TUNE = [
 ]
 LONG_EPOCH = ["trainer.limit_train_batches=20"]  # 1 wait + 5 limits x 3 steps fit in one epoch
 LOGGER = "wattwise.optim.power_limit"
+
+
+@pytest.fixture(autouse=True)
+def real_tuning_on_the_fake_gpu(monkeypatch):
+    """These tests drive a fake GPU, so they lift conftest's forced dry run (the no-GPU test, which
+    has no fake, is skipped on machines with a GPU)."""
+    monkeypatch.delenv("WATTWISE_POWER_DRY_RUN", raising=False)
 
 
 @pytest.fixture(autouse=True)
@@ -160,6 +168,14 @@ def test_zeus_cost_gets_the_world_size_so_ddp_is_not_biased():
 
 # ---- cache, dry run, re-profiling ---------------------------------------------------------------
 @pytest.mark.slow
+def test_env_switch_forces_a_dry_run(make_cfg, monkeypatch):
+    monkeypatch.setenv("WATTWISE_POWER_DRY_RUN", "1")
+    gpu = PowerGPU(limit_W=275)
+    s = _run(make_cfg, gpu, *LONG_EPOCH)
+    assert gpu.limit_history == [] and s["power/status"] == "dry_run"
+    assert s["power/dry_run"]["forced_by_env"] is True
+
+
 def test_profile_cache_skips_profiling_and_dry_run_changes_nothing(make_cfg):
     first = _run(make_cfg, PowerGPU(limit_W=275), *LONG_EPOCH, "callbacks.power.selector=energy")
     assert first["power/status"] == "tuned"
@@ -354,6 +370,30 @@ def test_no_permission_trains_on_with_one_warning(make_cfg, caplog, gpu_kwargs, 
     assert len(warnings) == 1 and "permission" in warnings[0].getMessage().lower()
 
 
+class FrozenCounterGPU(PowerGPU):
+    """A counter that does not move within a profile window (a window shorter than NVML's update
+    period on a real card): Zeus then refuses the measurement (energy must be > 0)."""
+
+    def get_total_energy_consumption(self) -> int:
+        self.energy_reads.append(1.0)
+        return 1000
+
+
+def test_a_profile_window_that_reads_zero_joules_stops_tuning_not_training(make_cfg, caplog):
+    # Seen on an H100: tiny windows read 0 J and Zeus raised a pydantic ValidationError mid-epoch.
+    caplog.set_level(logging.WARNING, logger=LOGGER)
+    gpu = FrozenCounterGPU(limit_W=275)
+    s = _run(make_cfg, gpu, *LONG_EPOCH)
+    assert s["status"] == "completed"
+    assert s["power/status"] == "error"
+    assert gpu.limit_W == 275  # the original limit is back
+    warnings = [r.getMessage() for r in caplog.records if r.name == LOGGER and r.levelno >= logging.WARNING]
+    assert len(warnings) == 1 and "read 0 J" in warnings[0]
+
+
+@pytest.mark.skipif(
+    torch.cuda.is_available(), reason="needs a machine without a GPU (it would tune a real one)"
+)
 def test_no_gpu_the_option_says_it_does_nothing_and_the_run_proceeds(make_cfg, caplog):
     caplog.set_level(logging.WARNING, logger=LOGGER)
     cfg = make_cfg("+optim=power")

@@ -74,6 +74,10 @@ STATUS_INCOMPLETE = "incomplete"  # fit ended before every limit was profiled
 STATUS_TUNED = "tuned"  # profiled, chose, trained at the choice
 STATUS_CACHED = "cached"  # a cached profile chose; no profiling
 STATUS_EPOCH_TOO_SHORT = "epoch_too_short"  # fewer than 3 training batches per epoch
+ZERO_ENERGY_HINT = (
+    "a profile window read 0 J (shorter than the GPU energy counter's update period); "
+    "raise callbacks.power.profile_steps or the batch size so each window lasts longer"
+)
 STATUS_ERROR = "error"  # the GPU refused something else; trained at the original limit
 
 
@@ -188,7 +192,10 @@ class PowerLimitTuner(L.Callback):
         self.pl_step_W = pl_step_W
         self.profile_dir = Path(profile_dir) if profile_dir else None
         self.reprofile_on_change = bool(reprofile_on_change)
-        self.dry_run = bool(dry_run)
+        # WATTWISE_POWER_DRY_RUN=1 forces a dry run whatever the config says: a switch for shared
+        # clusters and for this project's tests, which must never change a real card's limit.
+        self.forced_dry_run = os.environ.get("WATTWISE_POWER_DRY_RUN") == "1" and not dry_run
+        self.dry_run = bool(dry_run) or self.forced_dry_run
         self._sigterm_handler = self._on_sigterm  # one bound method, so it can be compared and removed
         self._atexit_hook = self._on_exit
         self._reset()
@@ -414,11 +421,12 @@ class PowerLimitTuner(L.Callback):
             "cached_profile": cached is not None,
             "would_choose_W": would_choose,
             "changed": "nothing",
+            "forced_by_env": self.forced_dry_run,
         }
         if trainer.is_global_zero:
             log.info(
                 "Power dry run on %s (limit now %d W): would profile %s W, %d warm-up + %d profile steps "
-                "each (~%d steps), select by %s%s. Nothing was changed.",
+                "each (~%d steps), select by %s%s. Nothing was changed%s.",
                 self._gpu_name,
                 self.original_limit_W,
                 ", ".join(map(str, limits)),
@@ -427,6 +435,7 @@ class PowerLimitTuner(L.Callback):
                 self.plan["profiling_steps_total"],
                 self._selector_text(),
                 f"; the cached profile {self.profile_file} would choose {would_choose} W" if cached else "",
+                " (WATTWISE_POWER_DRY_RUN=1 is set)" if self.forced_dry_run else "",
             )
 
     def _build(self, trainer: L.Trainer, cached: list[dict[str, float]] | None) -> None:
@@ -504,6 +513,9 @@ class PowerLimitTuner(L.Callback):
         except ZeusBaseGPUError as err:
             self._give_up(trainer, STATUS_ERROR, err)
             return
+        except ValueError as err:  # Zeus rejects a profile window that read 0 J (pydantic validation)
+            self._give_up(trainer, STATUS_ERROR, err, hint=ZERO_ENERGY_HINT)
+            return
         if self._stopped:  # SIGTERM arrived inside Zeus's call: make sure its last change is undone
             self._restore("SIGTERM")
             return
@@ -519,7 +531,11 @@ class PowerLimitTuner(L.Callback):
         if not self._profiling or self._plo is None:
             return
         before = self._plo.current_power_limit
-        self._plo.on_epoch_end()
+        try:
+            self._plo.on_epoch_end()
+        except ValueError as err:  # as in _step: a cut profile window that read 0 J
+            self._give_up(trainer, STATUS_ERROR, err, hint=ZERO_ENERGY_HINT)
+            return
         if self._plo.current_power_limit != before:
             self._note_limit(trainer, "profile cut by epoch end/validation; resumes next epoch")
 
@@ -572,7 +588,7 @@ class PowerLimitTuner(L.Callback):
             for lg in trainer.loggers:  # only at changes, never per step
                 lg.log_metrics({"power/limit_W": float(watts)}, step=trainer.global_step)
 
-    def _give_up(self, trainer: L.Trainer, status: str, err: BaseException) -> None:
+    def _give_up(self, trainer: L.Trainer, status: str, err: BaseException, hint: str = "") -> None:
         """Stop tuning, put back what was changed, keep training at the original limit."""
         self._cancel_window()
         self._plo = None
@@ -592,8 +608,8 @@ class PowerLimitTuner(L.Callback):
                 )
             else:
                 log.warning(
-                    "The GPU refused a power-limit change (%s); training goes on at %d W.",
-                    err,
+                    "Power-limit tuning stopped: %s; training goes on at %d W, power/status=error.",
+                    hint or f"the GPU refused a power-limit change ({err})",
                     self.original_limit_W,
                 )
 
