@@ -246,3 +246,15 @@ def test_a_stopped_run_still_leaves_its_summary(make_cfg, target, status):
     assert s["energy/total_J"] > 0  # what was spent before the stop is kept
     if status == "failed":
         assert "boom in training" in s["error"]
+
+
+@pytest.mark.parametrize("experiment", sorted(p.stem for p in (ROOT / "conf" / "experiment").glob("*.yaml")))
+def test_experiment_recipes_train(make_cfg, tmp_path, experiment):
+    _write_tiny_cifar(tmp_path / "data")
+    extra = ["model.net.width=8", "data.batch_size=16"] if "resnet" in experiment else []
+    cfg = make_cfg(f"experiment={experiment}", "trainer.max_epochs=3", *extra)
+    train(cfg)
+    s = _summary(cfg)
+    assert s["status"] == "completed"
+    assert set(s["optim"]) == {"amp", "early_stop", "prune", "power"}  # green, chosen by the recipe
+    assert s["prune/macs"] < s["prune/base_macs"]

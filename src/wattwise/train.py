@@ -169,7 +169,7 @@ def train(cfg: DictConfig) -> Any:
     summary: dict[str, Any] = {
         "status": "running",
         "run_dir": str(run_dir),
-        "optim": optim_choices(overrides),
+        "optim": optim_choices(overrides, parts["callbacks"]),
         "overrides": overrides,
         "seed": cfg.get("seed"),
         "config_path": str(config_path) if config_path.exists() else None,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from typing import Any
 
 import lightning as L
@@ -20,8 +21,9 @@ def hydra_overrides() -> list[str]:
         return []
 
 
-def optim_choices(overrides: list[str]) -> list[str]:
-    """The `optim` options chosen on the command line (`+optim=a`, `optim=[a,b]`).
+def optim_choices(overrides: list[str], callbacks: Iterable[str] = ()) -> list[str]:
+    """The `optim` options of the run: as chosen on the command line (`+optim=a`, `optim=[a,b]`),
+    else (an experiment config chose them) the callbacks named like an option in conf/optim/.
 
     Hydra's `runtime.choices` leaves out list-valued groups, so read the overrides.
     """
@@ -29,13 +31,20 @@ def optim_choices(overrides: list[str]) -> list[str]:
 
     parser = OverridesParser.create()
     chosen: list[str] = []
+    named = False
     for text in overrides:
         key = text.split("=", 1)[0].lstrip("+~")
         if key != "optim":
             continue
+        named = True
         value = parser.parse_override(text).value()
         chosen += [str(v) for v in value] if isinstance(value, list) else [str(value)]
-    return chosen
+    if named:
+        return chosen
+    from wattwise.train import CONF_DIR
+
+    options = {p.stem for p in (CONF_DIR / "optim").glob("*.yaml")}
+    return [name for name in callbacks if name in options]
 
 
 def device_description(trainer: L.Trainer) -> str:
