@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml $(CONSTRAINTS)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -c $(CONSTRAINTS) torch
-	$(PY) -m pip install -q -c $(CONSTRAINTS) -e '.[dev,sweep]'
+	$(PY) -m pip install -q -c $(CONSTRAINTS) -e '.[dev,sweep,slurm]'
 	touch $(STAMP)
 
 train: $(STAMP)
