@@ -13,7 +13,7 @@ SWEEP ?=
 install: $(STAMP)
 
 # torch first, pinned, so that no other package can pull a multi-GB CUDA build on a CPU machine.
-$(STAMP): pyproject.toml $(CONSTRAINTS)
+$(STAMP): pyproject.toml $(CONSTRAINTS) Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -c $(CONSTRAINTS) torch
