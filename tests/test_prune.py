@@ -56,6 +56,7 @@ def _fit(cfg, *probes: L.Callback, before: L.Callback | None = None):
         ({"schedule": "exp"}, r"callbacks.prune.schedule must be one of"),
         ({"importance": "taylor", "start_epoch": 0}, r"start_epoch must be >= 1 with importance=taylor"),
         ({"round_to": 0}, r"callbacks.prune.round_to must be a positive integer"),
+        ({"min_base_macs": -1}, r"callbacks.prune.min_base_macs must be >= 0 or null"),
     ],
 )
 def test_bad_settings_fail_fast(kwargs, message):
@@ -336,3 +337,13 @@ def test_ddp_two_cpu_processes_prune_identically(tmp_path):
     assert s["prune/macs"] < s["prune/base_macs"] / 3
     net = torch.load(tmp_path / "run" / "pruned_net.pt", weights_only=False)
     assert net.classifier.in_features == 32
+
+
+def test_green_leaves_a_net_too_small_to_gain_unpruned(make_cfg):
+    cfg = make_cfg("+optim=green", "trainer.max_epochs=3")  # the default MLP: 19 k MACs per sample
+    train(cfg)
+    s = _summary(cfg.paths.output_dir)
+    assert s["status"] == "completed"
+    assert s["prune/macs"] == s["prune/base_macs"] < 100000
+    assert "min_base_macs" in s["prune/skipped"]
+    assert not (Path(cfg.paths.output_dir) / "pruned_net.pt").exists()
