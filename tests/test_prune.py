@@ -347,3 +347,16 @@ def test_green_leaves_a_net_too_small_to_gain_unpruned(make_cfg):
     assert s["prune/macs"] == s["prune/base_macs"] < 100000
     assert "min_base_macs" in s["prune/skipped"]
     assert not (Path(cfg.paths.output_dir) / "pruned_net.pt").exists()
+
+
+def test_an_unpruned_green_run_trains_like_its_baseline(make_cfg, tmp_path):
+    """Tracing the net for MACs must not consume the global RNG: with pruning skipped (and amp and
+    power changing nothing on this CPU MLP), green's first epoch matches the baseline's exactly."""
+    from conftest import compose_cfg
+
+    losses = []
+    for name, extra in (("base", []), ("green", ["+optim=green", "++callbacks.early_stop=null"])):
+        cfg = compose_cfg(tmp_path / name, ["seed=5", *extra])
+        train(cfg)
+        losses.append(_summary(cfg.paths.output_dir)["val/loss"])
+    assert losses[0] == pytest.approx(losses[1], rel=1e-6)

@@ -302,7 +302,10 @@ class StructuredPruning(L.Callback):
             )
         ref = next(net.parameters())
         dtype = ref.dtype if ref.dtype.is_floating_point else torch.float32
-        return torch.randn(1, *shape, device=ref.device, dtype=dtype)
+        # A private generator: tracing must not consume the global RNG, or a pruned run would
+        # shuffle and initialise differently from its baseline, which confounds comparisons.
+        example = torch.randn(1, *shape, generator=torch.Generator().manual_seed(0))
+        return example.to(device=ref.device, dtype=dtype)
 
     def _ignored(self, net: nn.Module, num_classes: int | None) -> list[nn.Module]:
         modules = dict(net.named_modules())
