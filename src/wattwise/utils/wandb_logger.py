@@ -20,6 +20,8 @@ import socket
 from typing import Any
 from urllib.parse import urlparse
 
+from wattwise.sweep import in_multirun
+
 log = logging.getLogger(__name__)
 
 
@@ -68,9 +70,7 @@ def hydra_group_and_name() -> tuple[str | None, str | None]:
     except (ImportError, ValueError):
         return None, None
     name = hc.job.override_dirname or "defaults"
-    group = None
-    if str(hc.mode) == "RunMode.MULTIRUN":
-        group = str(hc.sweep.dir).replace(os.sep, "_")
+    group = str(hc.sweep.dir).replace(os.sep, "_") if in_multirun() else None
     return group, name
 
 
