@@ -14,7 +14,7 @@ from omegaconf import DictConfig
 from wattwise.utils.compose import compose_run_config
 
 ROOT = Path(__file__).resolve().parents[1]
-CONF_DIR = ROOT / "conf"
+CONF_DIR = ROOT / "src" / "wattwise" / "conf"
 sys.path.insert(0, str(Path(__file__).parent))  # tests/ helpers (fake_gpu, wandb_offline)
 
 os.environ.setdefault("MPLCONFIGDIR", "/tmp/wattwise-mpl")

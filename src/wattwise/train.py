@@ -16,6 +16,7 @@ from typing import Any, NoReturn
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from wattwise.config_dir import CONF_DIR
 from wattwise.sweep import in_multirun, launcher_info
 from wattwise.utils.errors import ConfigError, exit_with_error, root_cause
 from wattwise.utils.summary import write_summary
@@ -23,7 +24,6 @@ from wattwise.utils.validate import validate_config
 
 log = logging.getLogger(__name__)
 
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 
 # Errors raised while *building* objects from config are config mistakes: report them in one line.
 _CONFIG_ERRORS = (

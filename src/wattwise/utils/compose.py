@@ -13,9 +13,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from wattwise.train import CONF_DIR
-
-ROOT = CONF_DIR.parent
+from wattwise.config_dir import CONF_DIR
 
 
 def compose_run_config(
@@ -33,7 +31,7 @@ def compose_run_config(
         cfg = compose("train", overrides=[*overrides, f"hydra.run.dir={run_dir}"], return_hydra_config=True)
     with open_dict(cfg):
         cfg.hydra.runtime.output_dir = str(run_dir)
-        cfg.hydra.runtime.cwd = str(ROOT)
+        cfg.hydra.runtime.cwd = str(Path.cwd() if root is None else root)
         cfg.hydra.job.override_dirname = ",".join(overrides) or "defaults"
     HydraConfig.instance().set_config(cfg)
     with open_dict(cfg):

@@ -41,7 +41,7 @@ def optim_choices(overrides: list[str], callbacks: Iterable[str] = ()) -> list[s
         chosen += [str(v) for v in value] if isinstance(value, list) else [str(value)]
     if named:
         return chosen
-    from wattwise.train import CONF_DIR
+    from wattwise.config_dir import CONF_DIR
 
     options = {p.stem for p in (CONF_DIR / "optim").glob("*.yaml")}
     return [name for name in callbacks if name in options]
