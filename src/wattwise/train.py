@@ -11,30 +11,21 @@ import logging
 import math
 import warnings
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from wattwise.config_dir import CONF_DIR
+from wattwise.optim.registry import register_recipes
 from wattwise.sweep import in_multirun, launcher_info
-from wattwise.utils.errors import ConfigError, exit_with_error, root_cause
+from wattwise.utils.errors import ConfigError, exit_with_error
 from wattwise.utils.summary import write_summary
 from wattwise.utils.validate import validate_config
 
 log = logging.getLogger(__name__)
 
-
-# Errors raised while *building* objects from config are config mistakes: report them in one line.
-_CONFIG_ERRORS = (
-    ConfigError,
-    ValueError,
-    TypeError,
-    FileNotFoundError,
-    ImportError,
-    KeyError,
-    AttributeError,
-)
+register_recipes()  # +optim=green and the other recipes, built from the registry
 
 
 def _quiet_known_noise() -> None:
@@ -56,33 +47,32 @@ def _quiet_known_noise() -> None:
     )
 
 
-def _config_error(message: str) -> NoReturn:
-    """One line and exit 2; in a sweep, raise instead, so Hydra marks this job failed and runs the rest."""
-    if in_multirun():
-        log.error("wattwise: error: %s", message)
-        raise ConfigError(message)
-    exit_with_error(message)
-
-
 def build(cfg: DictConfig) -> dict[str, Any]:
-    """Instantiate datamodule, module, callbacks (energy monitor first), loggers and trainer."""
+    """Instantiate datamodule, module, callbacks (ordered by `optim.assemble`), loggers and trainer."""
     from hydra.utils import instantiate
 
-    from wattwise.utils.instantiate import build_dict, build_module
+    from wattwise.optim.assemble import assemble
+    from wattwise.utils.instantiate import build_at, build_datamodule, build_dict, build_module
+    from wattwise.utils.run_info import command_line_keys
 
-    datamodule = instantiate(cfg.data)
+    datamodule = build_datamodule(cfg.data)
     module = build_module(cfg.model, datamodule)
-    callbacks = build_dict(cfg.get("callbacks"))
-    if cfg.get("energy") is not None:
-        callbacks = {"energy": instantiate(cfg.energy), **callbacks}
-    loggers = build_dict(cfg.get("logger"))
-    trainer = instantiate(
-        cfg.trainer, callbacks=list(callbacks.values()), logger=list(loggers.values()) or False
+    energy = instantiate(cfg.energy) if cfg.get("energy") is not None else None
+    callbacks = build_dict(cfg.get("callbacks"), "callbacks")
+    parts = assemble(callbacks, energy, cfg.trainer, command_line_keys())
+    loggers = build_dict(cfg.get("logger"), "logger")
+    trainer = build_at(
+        "trainer",
+        cfg.trainer,
+        callbacks=parts.callbacks,
+        logger=list(loggers.values()) or False,
+        **parts.trainer_settings,
     )
     return {
         "datamodule": datamodule,
         "module": module,
-        "callbacks": callbacks,
+        "callbacks": {"energy": energy, **callbacks} if energy is not None else callbacks,
+        "methods": parts.methods,
         "loggers": loggers,
         "trainer": trainer,
     }
@@ -132,30 +122,18 @@ def _finish_loggers(loggers: dict[str, Any], status: str) -> None:
 
 
 def train(cfg: DictConfig) -> Any:
+    from wattwise.optim.registry import run_label
     from wattwise.utils.report import format_report
-    from wattwise.utils.run_info import device_description, hydra_overrides, optim_choices, versions
+    from wattwise.utils.run_info import device_description, hydra_overrides, versions
 
     _quiet_known_noise()
-    try:
-        validate_config(cfg)
-    except ConfigError as err:
-        _config_error(str(err))
+    validate_config(cfg)
 
     import lightning as L
 
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True, verbose=False)
-    try:
-        parts = build(cfg)
-    except Exception as err:  # noqa: BLE001 - reported as a one-line config error below
-        cause = root_cause(err)
-        if isinstance(cause, _CONFIG_ERRORS):
-            _config_error(
-                f"{cause}"
-                if isinstance(cause, ConfigError | ValueError)
-                else f"{type(cause).__name__}: {cause}"
-            )
-        raise
+    parts = build(cfg)
     trainer, module, datamodule, loggers = (
         parts["trainer"],
         parts["module"],
@@ -169,7 +147,7 @@ def train(cfg: DictConfig) -> Any:
     summary: dict[str, Any] = {
         "status": "running",
         "run_dir": str(run_dir),
-        "optim": optim_choices(overrides, parts["callbacks"]),
+        "optim": run_label(cfg),
         "overrides": overrides,
         "seed": cfg.get("seed"),
         "config_path": str(config_path) if config_path.exists() else None,
@@ -231,7 +209,13 @@ def train(cfg: DictConfig) -> Any:
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
 def _hydra_entry(cfg: DictConfig) -> Any:
-    return train(cfg)
+    try:
+        return train(cfg)
+    except ConfigError as err:
+        if in_multirun():  # Hydra marks this job failed and runs the rest of the sweep
+            log.error("wattwise: error: %s", err)
+            raise
+        exit_with_error(str(err))
 
 
 def main() -> None:

@@ -120,6 +120,15 @@ class EnergyMonitor(L.Callback):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         if not self._fitting:
             return  # trainer.test(ckpt_path="best") restores callbacks too: keep the whole fit's figures
+        saved, now = state_dict.get("source"), self.source
+        if saved is not None and saved != now:  # joules of two kinds must never be summed silently
+            from wattwise.utils.errors import ConfigError
+
+            raise ConfigError(
+                f"ckpt_path: the checkpoint's energy was measured by {saved}, this run measures by {now}; "
+                f"resume where the same source is available (energy=estimate when it was `estimate`), "
+                "or start a fresh run without ckpt_path"
+            )
         self.total_J = state_dict["total_J"]
         self.gpu_J = state_dict["gpu_J"]
         self.cpu_J = state_dict["cpu_J"]

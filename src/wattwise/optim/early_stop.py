@@ -47,6 +47,10 @@ How it composes
     raises the metric gain per kJ, and the rule accounts for that: cheaper epochs are allowed
     to run longer for the same gain. Its state (the per-epoch history) is kept in checkpoints,
     so a resumed run continues with the energy already spent counted against the budget.
+    When another method changes the net's structure (a prune), patience, diminishing returns
+    and the target restart from that epoch: the smaller net is judged on its own progress, not
+    against the wider net's best. An epoch that ends at `trainer.max_epochs` is never called an
+    early stop: its reason is `max_epochs`.
 """
 
 from __future__ import annotations
@@ -59,6 +63,8 @@ from typing import Any
 import lightning as L
 
 from wattwise.energy.monitor import J_PER_KWH, EnergyMonitor, find_energy_monitor
+from wattwise.optim.base import STATUS_ACTIVE, EnergyMethod, StructureChange
+from wattwise.utils.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -203,10 +209,10 @@ def _number(name: str, value: Any, *, low: float | None = None, strict: bool = F
     if not ok:
         kind = "an integer" if integer else "a number"
         bound = "" if low is None else f" {'>' if strict else '>='} {low:g}"
-        raise ValueError(f"{KEY}.{name} must be {kind}{bound}, got {value!r}")
+        raise ConfigError(f"{KEY}.{name} must be {kind}{bound}, got {value!r}")
 
 
-class EnergyAwareEarlyStopping(L.Callback):
+class EnergyAwareEarlyStopping(EnergyMethod):
     """Stop the fit when an energy budget, diminishing returns per kJ, a target or patience says so.
 
     Args:
@@ -223,7 +229,13 @@ class EnergyAwareEarlyStopping(L.Callback):
         target: stop as soon as the metric reaches this value (null: no target).
         patience: the ordinary rule: validations without improvement before stopping (null: off).
         min_delta: improvement smaller than this does not count, for `patience` (>= 0).
+        if_not_applicable: `fail` or `skip` where the energy rules have no measured energy.
     """
+
+    name = "early_stop"
+    figure_prefix = "stop/"
+    summary_keys = ("stop/reason", "stop/epoch", "stop/energy_J")
+    recipes = {"green": {}}
 
     def __init__(
         self,
@@ -238,15 +250,17 @@ class EnergyAwareEarlyStopping(L.Callback):
         target: float | None = None,
         patience: int | None = None,
         min_delta: float = 0.0,
+        if_not_applicable: str = "fail",
     ) -> None:
+        super().__init__(if_not_applicable)
         if not isinstance(monitor, str) or not monitor:
-            raise ValueError(
+            raise ConfigError(
                 f"{KEY}.monitor must be the name of a logged metric, e.g. val/acc, got {monitor!r}"
             )
         if mode not in ("min", "max"):
-            raise ValueError(f"{KEY}.mode must be min or max, got {mode!r}")
+            raise ConfigError(f"{KEY}.mode must be min or max, got {mode!r}")
         if budget_J is not None and budget_kWh is not None:
-            raise ValueError(
+            raise ConfigError(
                 f"{KEY}: set budget_J or budget_kWh, not both (got {budget_J} J and {budget_kWh} kWh)"
             )
         if budget_J is not None:
@@ -280,6 +294,9 @@ class EnergyAwareEarlyStopping(L.Callback):
         self.min_delta = float(min_delta)
 
         self.history: list[EpochRecord] = []
+        self.since = (
+            0  # history index from which patience/diminishing returns/target count (a prune restarts)
+        )
         self.stopped: dict[str, Any] | None = None  # reason, epoch, energy_J of the stop
         self._final: dict[str, Any] | None = None  # epoch and energy at train end when no rule fired
         self._monitor: EnergyMonitor | None = None
@@ -297,6 +314,15 @@ class EnergyAwareEarlyStopping(L.Callback):
             or self.min_gain_per_kJ is not None
         )
 
+    def requirements(self) -> frozenset[str]:
+        return frozenset({"energy"}) if self.uses_energy else frozenset()
+
+    def on_structure_change(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, change: StructureChange
+    ) -> None:
+        # The net that reaches the next validation is a different one: judge it from here on.
+        self.since = len(self.history)
+
     # ---- energy -------------------------------------------------------------------------
     def _spent_J(self, trainer: L.Trainer) -> float:
         """Energy of the fit so far; the monitor's totals are already summed over DDP ranks."""
@@ -305,24 +331,29 @@ class EnergyAwareEarlyStopping(L.Callback):
     # ---- hooks --------------------------------------------------------------------------
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         self._fitting = stage == "fit"
-        if stage != "fit":
+        if stage != "fit" or not self.active:
             return
         self._monitor = find_energy_monitor(trainer)
         if self.uses_energy and (self._monitor is None or self._monitor.mode == "off"):
-            raise ValueError(
-                f"{KEY} needs the run's energy monitor for its energy rules, but energy is not measured. "
-                "Use energy=auto or energy=estimate, or turn the energy rules off "
-                f"({KEY}.budget_J=null {KEY}.min_gain_fraction=null {KEY}.min_gain_per_kJ=null)."
+            self.step_aside(
+                "its energy rules need the run's energy measured, but energy is not measured: use "
+                f"energy=auto or energy=estimate, or turn the energy rules off ({KEY}.budget_J=null "
+                f"{KEY}.min_gain_fraction=null {KEY}.min_gain_per_kJ=null)",
+                trainer,
             )
+            return
+        self.status = STATUS_ACTIVE
         if self._monitor is not None:
             callbacks = trainer.callbacks
             if callbacks.index(self._monitor) > callbacks.index(self):
-                raise ValueError(
+                raise ConfigError(
                     f"{KEY} must come after the EnergyMonitor in trainer.callbacks: it reads the energy the "
                     "monitor closes at each epoch's end."
                 )
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not self.active:
+            return
         self.stopped, self._final = None, None
         self._epochs_logged = len(self._monitor.epoch_energies_J) if self._monitor else 0
         # A resumed run: the restored history and the energy already spent may rule out even one more epoch.
@@ -332,11 +363,13 @@ class EnergyAwareEarlyStopping(L.Callback):
                 self._stop(trainer, ["energy_budget"], spent, epochs=trainer.current_epoch)
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not self.active:
+            return
         # The monitor (earlier in the list) has just closed everything before this epoch.
         self._epoch_start_J = (self._monitor.total_J or 0.0) if self._monitor else 0.0
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.sanity_checking or not self._fitting:
+        if trainer.sanity_checking or not self._fitting or not self.active:
             return
         value = trainer.callback_metrics.get(self.monitor)
         if value is None:
@@ -348,12 +381,14 @@ class EnergyAwareEarlyStopping(L.Callback):
         logged = sorted(
             k for k in trainer.callback_metrics if not k.startswith(("energy/", "carbon/", "time/"))
         )
-        raise ValueError(
+        raise ConfigError(
             f"{KEY}.monitor={self.monitor!r} was never logged. "
             f"Logged metrics: {', '.join(logged) or 'none'}. Set {KEY}.monitor to one of them."
         )
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not self.active:
+            return
         epoch = trainer.current_epoch
         metric = self._validated_value if self._validated_epoch == epoch else None
         if metric is None and not _has_validation(trainer, pl_module):
@@ -385,7 +420,8 @@ class EnergyAwareEarlyStopping(L.Callback):
                 rank_zero_only=True,
             )
 
-        fired = self._evaluate(spent)
+        last = trainer.max_epochs is not None and 0 < trainer.max_epochs <= epoch + 1
+        fired = [] if last else self._evaluate(spent)  # the fit ends here anyway: reason max_epochs
         decision = bool(fired)
         if trainer.world_size > 1:  # every rank must take the same decision
             decision = trainer.strategy.reduce_boolean_decision(decision, all=False)
@@ -393,10 +429,11 @@ class EnergyAwareEarlyStopping(L.Callback):
             self._stop(trainer, fired or ["other_rank"], spent, epochs=epoch + 1)
 
     def _evaluate(self, spent_J: float) -> list[str]:
-        h, s = self.history, self.sign
+        # Budget: the whole fit's energy, the next epoch predicted from the current net's epochs.
+        h, s = self.history[self.since :], self.sign
         checks = {
             "target_reached": target_fired(h, s, self.target),
-            "energy_budget": budget_fired(h, spent_J, self.budget_J, self.window),
+            "energy_budget": budget_fired(h or self.history, spent_J, self.budget_J, self.window),
             "diminishing_returns": diminishing_returns_fired(
                 h, s, self.window, self.min_gain_fraction, self.min_gain_per_kJ, self.diminishing_patience
             ),
@@ -423,6 +460,8 @@ class EnergyAwareEarlyStopping(L.Callback):
                 )
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not self.active:
+            return
         if self.stopped is None:
             reached = trainer.current_epoch >= (trainer.max_epochs or 0)
             self._final = {
@@ -432,7 +471,7 @@ class EnergyAwareEarlyStopping(L.Callback):
             }
 
     # ---- results and checkpoints --------------------------------------------------------
-    def summary_figures(self) -> dict[str, Any]:
+    def method_figures(self) -> dict[str, Any]:
         """`stop/reason`, `stop/epoch` (epochs trained) and `stop/energy_J` for summary.json."""
         info = self.stopped or self._final
         if info is None:
@@ -450,7 +489,7 @@ class EnergyAwareEarlyStopping(L.Callback):
         if epoch is not None and (not self.history or self.history[-1].epoch < epoch) and self._monitor:
             spent = self._monitor.total_J or 0.0
             rows.append(asdict(EpochRecord(epoch, self._validated_value, spent - self._epoch_start_J, spent)))
-        return {"history": rows, "monitor": self.monitor, "mode": self.mode}
+        return {"history": rows, "monitor": self.monitor, "mode": self.mode, "since": self.since}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         if not self._fitting:
@@ -467,6 +506,19 @@ class EnergyAwareEarlyStopping(L.Callback):
             self.history = [EpochRecord(**{**r, "metric": None}) for r in state_dict["history"]]
             return
         self.history = [EpochRecord(**r) for r in state_dict["history"]]
+        self.since = int(state_dict.get("since", 0))
+
+    @classmethod
+    def report_rows(cls, summary: Any) -> list[tuple[str, str]]:
+        rows = super().report_rows(summary)
+        if summary.get("stop/reason") is not None:
+            rows.append(
+                (
+                    "stopped (early_stop)",
+                    f"{summary['stop/reason']} after {summary.get('stop/epoch', '?')} epochs",
+                )
+            )
+        return rows
 
 
 def _has_validation(trainer: L.Trainer, pl_module: L.LightningModule) -> bool:

@@ -58,6 +58,7 @@ from typing import Any
 import lightning as L
 
 from wattwise.energy.monitor import batch_size_of, find_energy_monitor
+from wattwise.optim.base import EnergyMethod
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +135,7 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-") or "gpu"
 
 
-class PowerLimitTuner(L.Callback):
+class PowerLimitTuner(EnergyMethod):
     """Chooses the GPU's power limit with Zeus and restores the original one afterwards.
 
     Args (config keys `callbacks.power.*`):
@@ -152,6 +153,10 @@ class PowerLimitTuner(L.Callback):
             from a cached profile.
     """
 
+    name = "power"
+    figure_prefix = "power/"
+    recipes = {"green": {}}
+
     def __init__(
         self,
         selector: str = "max_slowdown",
@@ -164,7 +169,9 @@ class PowerLimitTuner(L.Callback):
         profile_dir: str | None = None,
         reprofile_on_change: bool = True,
         dry_run: bool = False,
+        if_not_applicable: str = "fail",
     ) -> None:
+        super().__init__(if_not_applicable)
         if selector not in SELECTORS:
             raise ValueError(
                 f"callbacks.power.selector must be one of {', '.join(SELECTORS)}, got {selector!r}"

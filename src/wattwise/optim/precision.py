@@ -22,14 +22,14 @@ When not to use it
     on an AVX2-only EPYC), so `auto` keeps 32-true there. Models that need fp32 range
     everywhere (some losses, very small learning-rate updates): set precision to 32-true.
 How it composes
-    Independent of early stopping and power tuning. With pruning: channels_last is re-applied
-    at each epoch's first batch, so layers a pruner rebuilt at the epoch start keep the layout.
+    Independent of early stopping and power tuning. With pruning: when a pruner announces a
+    structure change, channels_last is re-applied at the next batch, so rebuilt layers keep
+    the layout.
 
 Wiring
-    The Trainer's precision is fixed when it is built, so `conf/optim/amp.yaml` sets
-    `trainer.precision` to a node that Hydra instantiates into a string by calling
-    `auto_precision` (reading `callbacks.amp.precision`); the callback here does the rest
-    and reports what was chosen.
+    The Trainer's precision is fixed when it is built: the method declares it through the
+    contract's `trainer_settings` (see optim/base.py), and the run's builder passes it to the
+    Trainer. No config node of another group is touched.
 """
 
 from __future__ import annotations
@@ -41,6 +41,9 @@ from typing import Any
 import lightning as L
 import torch
 from torch import nn
+
+from wattwise.optim.base import EnergyMethod, StructureChange
+from wattwise.utils.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -116,11 +119,11 @@ def detect(accelerator: str | None = "auto") -> tuple[str, tuple[int, int] | Non
 
 def _check_precision(precision: str) -> None:
     if precision not in PRECISION_CHOICES:
-        raise ValueError(f"callbacks.amp.precision must be one of {PRECISION_CHOICES}, got {precision!r}")
+        raise ConfigError(f"callbacks.amp.precision must be one of {PRECISION_CHOICES}, got {precision!r}")
 
 
 def auto_precision(precision: str = "auto", accelerator: str | None = "auto") -> str:
-    """The Trainer's `precision` string; Hydra calls this while building the Trainer (see amp.yaml)."""
+    """The Trainer's `precision` string for `callbacks.amp.precision` on the given accelerator."""
     _check_precision(precision)
     if precision != "auto":
         return precision
@@ -145,18 +148,24 @@ class NonFiniteLossError(RuntimeError):
     """Training diverged: the loss stayed NaN/inf, so further steps would only spend energy."""
 
 
-class AutoMixedPrecision(L.Callback):
+class AutoMixedPrecision(EnergyMethod):
     """TF32, channels_last, fp16 skipped-step counting and a non-finite-loss stop.
 
     Args:
-        precision: `auto` or a Lightning precision; read by `auto_precision` when the Trainer is
-            built. The callback itself reports what the Trainer really uses.
+        precision: `auto` or a Lightning precision; turned into the Trainer's precision by
+            `trainer_settings` when the Trainer is built. The callback reports what it really uses.
         tf32: allow TF32 for fp32 matmuls and convolutions on GPUs with compute capability >= 8.0.
         channels_last: store conv nets' weights and 4-D inputs channels_last.
         max_nonfinite_steps: stop (raise NonFiniteLossError) once the training loss has been
             NaN/inf for this many consecutive steps; 0 disables the check. The count lives on the
             device and is read once every this many steps, never per step.
+        if_not_applicable: `fail` or `skip` (see optim/base.py); amp applies to every net.
     """
+
+    name = "amp"
+    figure_prefix = "amp/"
+    summary_keys = ("amp/precision", "amp/tf32", "amp/channels_last", "amp/nonfinite_steps")
+    recipes = {"green": {}}
 
     # Devices whose tensors are read without waiting on a queue: the loss is checked at once there.
     immediate_devices: tuple[str, ...] = ("cpu",)
@@ -167,14 +176,16 @@ class AutoMixedPrecision(L.Callback):
         tf32: bool = True,
         channels_last: bool = True,
         max_nonfinite_steps: int = 20,
+        if_not_applicable: str = "fail",
     ) -> None:
+        super().__init__(if_not_applicable)
         _check_precision(precision)
         if isinstance(max_nonfinite_steps, bool) or not isinstance(max_nonfinite_steps, int):
-            raise ValueError(
+            raise ConfigError(
                 f"callbacks.amp.max_nonfinite_steps must be an integer >= 0, got {max_nonfinite_steps!r}"
             )
         if max_nonfinite_steps < 0:
-            raise ValueError(f"callbacks.amp.max_nonfinite_steps must be >= 0, got {max_nonfinite_steps}")
+            raise ConfigError(f"callbacks.amp.max_nonfinite_steps must be >= 0, got {max_nonfinite_steps}")
         self.precision = precision
         self.tf32 = bool(tf32)
         self.channels_last = bool(channels_last)
@@ -197,11 +208,22 @@ class AutoMixedPrecision(L.Callback):
         self._steps_since_check = 0
         self._run_cpu = 0
 
+    # ---- the contract ----------------------------------------------------------------------
+    def trainer_settings(self, trainer_cfg: Any) -> dict[str, Any]:
+        """The Trainer's precision: `precision`, or for `auto` the best one for its accelerator."""
+        return {"precision": auto_precision(self.precision, trainer_cfg.get("accelerator", "auto"))}
+
+    def on_structure_change(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, change: StructureChange
+    ) -> None:
+        self._relayout = self.channels_last_enabled  # rebuilt layers get channels_last at the next batch
+
     # ---- set-up and tear-down -------------------------------------------------------------
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if stage == "fit":
             self._reset_counts()
         self.chosen_precision = str(trainer.precision)
+        self.status = "active"
         device = trainer.strategy.root_device
         if stage == "fit" and self.precision != "auto" and self.chosen_precision != self.precision:
             log.warning(
@@ -242,12 +264,9 @@ class AutoMixedPrecision(L.Callback):
         if self.channels_last_enabled:  # after the move to the device, before the sanity check
             pl_module.to(memory_format=torch.channels_last)
 
-    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._relayout = self.channels_last_enabled
-
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:  # noqa: ANN001
-        # At each epoch's first batch, after every epoch-start hook (a pruner rebuilds layers there):
-        # cheap, a no-op for tensors already NHWC, and parameters stay the optimizer's objects.
+        # After a structure change, at the next batch (after every epoch-start hook): cheap, a
+        # no-op for tensors already NHWC, and parameters stay the optimizer's objects.
         if self._relayout:
             self._relayout = False
             pl_module.to(memory_format=torch.channels_last)
@@ -345,7 +364,7 @@ class AutoMixedPrecision(L.Callback):
         self.teardown(trainer, pl_module, "fit")
 
     # ---- results ------------------------------------------------------------------------------
-    def summary_figures(self) -> dict[str, Any]:
+    def method_figures(self) -> dict[str, Any]:
         out: dict[str, Any] = {
             "amp/precision": self.chosen_precision,
             "amp/tf32": self.tf32_enabled,
@@ -355,3 +374,10 @@ class AutoMixedPrecision(L.Callback):
         if self.chosen_precision == "16-mixed":
             out["amp/skipped_steps"] = self.skipped_steps
         return out
+
+    @classmethod
+    def report_rows(cls, summary: Any) -> list[tuple[str, str]]:
+        rows = super().report_rows(summary)
+        if summary.get("amp/precision") is not None:
+            rows.append(("precision (amp)", str(summary["amp/precision"])))
+        return rows

@@ -55,6 +55,8 @@ import lightning as L
 import torch
 from torch import nn
 
+from wattwise.optim.base import EnergyMethod
+
 log = logging.getLogger(__name__)
 
 STRUCTURE_KEY = "wattwise_structure"
@@ -150,7 +152,7 @@ def count_macs_params(net: nn.Module, example: torch.Tensor) -> tuple[int, int]:
     return int(macs), int(params)
 
 
-class StructuredPruning(L.Callback):
+class StructuredPruning(EnergyMethod):
     """Prunes `pl_module.net` (or the module itself) progressively during `fit`. See the module docstring.
 
     Args:
@@ -178,6 +180,10 @@ class StructuredPruning(L.Callback):
             pruned. `green` sets it; `+optim=prune` alone prunes whatever it is given.
     """
 
+    name = "prune"
+    figure_prefix = "prune/"
+    recipes = {"green": {"min_base_macs": 100000}}
+
     def __init__(
         self,
         ratio: float | None = 0.5,
@@ -195,7 +201,9 @@ class StructuredPruning(L.Callback):
         export_program: bool = True,
         input_shape: Sequence[int] | None = None,
         min_base_macs: float | None = None,
+        if_not_applicable: str = "fail",
     ) -> None:
+        super().__init__(if_not_applicable)
         if macs_reduction is None:
             if ratio is None or not (0.0 <= float(ratio) < 1.0):
                 raise ValueError(f"{KEY}.ratio must be in [0, 1), got {ratio}")
@@ -239,7 +247,6 @@ class StructuredPruning(L.Callback):
         self.export_program = export_program
         self.input_shape = tuple(input_shape) if input_shape is not None else None
         self.min_base_macs = None if min_base_macs is None else float(min_base_macs)
-        self.skipped_reason: str | None = None  # set when the net is too small to prune
         # state carried in checkpoints
         self.steps_done = 0
         self.final_ratio: float | None = self.ratio

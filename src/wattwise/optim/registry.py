@@ -44,7 +44,9 @@ class MethodInfo:
         module_name, _, attr = self.target.rpartition(".")
         cls = getattr(importlib.import_module(module_name), attr)
         if not (isinstance(cls, type) and issubclass(cls, EnergyMethod)):
-            raise TypeError(f"{self.config_file}: callbacks.{self.name}._target_={self.target} is not an EnergyMethod")
+            raise TypeError(
+                f"{self.config_file}: callbacks.{self.name}._target_={self.target} is not an EnergyMethod"
+            )
         if cls.name != self.name:
             raise TypeError(
                 f"{self.config_file}: {self.target}.name is {cls.name!r}; it must be {self.name!r} (the file's name)"
@@ -87,7 +89,8 @@ def recipe_node(recipe: str) -> dict[str, Any]:
     does not apply, plus the settings each member takes in this recipe."""
     members = recipe_members(recipe)
     callbacks = {
-        name: {"if_not_applicable": "skip", **dict(method_classes()[name].recipes[recipe])} for name in members
+        name: {"if_not_applicable": "skip", **dict(method_classes()[name].recipes[recipe])}
+        for name in members
     }
     return {"defaults": [*members, "_self_"], RECIPE_KEY: recipe, "callbacks": callbacks}
 
@@ -99,7 +102,9 @@ def register_recipes() -> None:
     cs = ConfigStore.instance()
     for recipe in recipe_names():
         if (OPTIM_DIR / f"{recipe}.yaml").exists():
-            raise TypeError(f"{OPTIM_DIR / recipe}.yaml: `{recipe}` is a recipe; it is built from the registry")
+            raise TypeError(
+                f"{OPTIM_DIR / recipe}.yaml: `{recipe}` is a recipe; it is built from the registry"
+            )
         cs.store(group="optim", name=recipe, node=recipe_node(recipe), package="_global_")
     if not OmegaConf.has_resolver("wattwise_optim_search_space"):
         OmegaConf.register_new_resolver("wattwise_optim_search_space", optim_search_space)
@@ -114,7 +119,9 @@ def option_names() -> list[str]:
 def configured_methods(cfg: DictConfig | Mapping[str, Any]) -> list[str]:
     """Names of the registered methods a composed config switches on, in registry order."""
     callbacks = cfg.get("callbacks") or {}
-    return [n for n in method_names() if isinstance(callbacks.get(n), Mapping | DictConfig) and callbacks.get(n)]
+    return [
+        n for n in method_names() if isinstance(callbacks.get(n), Mapping | DictConfig) and callbacks.get(n)
+    ]
 
 
 def run_label(cfg: DictConfig | Mapping[str, Any]) -> list[str]:
@@ -133,7 +140,9 @@ def run_label(cfg: DictConfig | Mapping[str, Any]) -> list[str]:
 
 def ordered(methods: Iterable[Any]) -> list[Any]:
     """Methods in hook order: registry order, each after the methods its `runs_after` names."""
-    pending = sorted(methods, key=lambda m: method_names().index(m.name) if m.name in method_infos() else 1 << 30)
+    pending = sorted(
+        methods, key=lambda m: method_names().index(m.name) if m.name in method_infos() else 1 << 30
+    )
     present = {m.name for m in pending}
     done: list[Any] = []
     placed: set[str] = set()

@@ -25,6 +25,9 @@ def compose_run_config(
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import open_dict
 
+    from wattwise.optim.registry import register_recipes
+
+    register_recipes()
     run_dir = Path(run_dir)
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):

@@ -19,24 +19,10 @@ def _fmt_small_J(j: float) -> str:
 
 
 def _option_rows(s: Mapping[str, Any]) -> list[tuple[str, str]]:
-    """One line per energy method that ran, saying what it did."""
-    rows: list[tuple[str, str]] = []
-    if s.get("amp/precision") is not None:
-        rows.append(("precision (amp)", str(s["amp/precision"])))
-    if s.get("stop/reason") is not None:
-        rows.append(("stopped (early_stop)", f"{s['stop/reason']} after {s.get('stop/epoch', '?')} epochs"))
-    if s.get("prune/macs") is not None and s.get("prune/base_macs"):
-        rows.append(
-            (
-                "MACs (prune)",
-                f"{s['prune/macs']:,.0f} of {s['prune/base_macs']:,.0f} "
-                f"({s['prune/macs'] / s['prune/base_macs']:.2f}x)",
-            )
-        )
-    if s.get("power/status") is not None:
-        limit = s.get("power/limit_W")
-        rows.append(("power limit (power)", f"{s['power/status']}" + (f", {limit:g} W" if limit else "")))
-    return rows
+    """One line per energy method that ran, saying what it did: each method's own `report_rows`."""
+    from wattwise.optim.registry import method_classes
+
+    return [row for cls in method_classes().values() for row in cls.report_rows(s)]
 
 
 def format_report(s: Mapping[str, Any]) -> str:

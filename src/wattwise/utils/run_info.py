@@ -1,9 +1,8 @@
-"""Facts about the run for its summary: the chosen optim options, the device, versions."""
+"""Facts about the run for its summary: the command line, the device, versions."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
 from typing import Any
 
 import lightning as L
@@ -21,30 +20,9 @@ def hydra_overrides() -> list[str]:
         return []
 
 
-def optim_choices(overrides: list[str], callbacks: Iterable[str] = ()) -> list[str]:
-    """The `optim` options of the run: as chosen on the command line (`+optim=a`, `optim=[a,b]`),
-    else (an experiment config chose them) the callbacks named like an option in conf/optim/.
-
-    Hydra's `runtime.choices` leaves out list-valued groups, so read the overrides.
-    """
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    parser = OverridesParser.create()
-    chosen: list[str] = []
-    named = False
-    for text in overrides:
-        key = text.split("=", 1)[0].lstrip("+~")
-        if key != "optim":
-            continue
-        named = True
-        value = parser.parse_override(text).value()
-        chosen += [str(v) for v in value] if isinstance(value, list) else [str(value)]
-    if named:
-        return chosen
-    from wattwise.config_dir import CONF_DIR
-
-    options = {p.stem for p in (CONF_DIR / "optim").glob("*.yaml")}
-    return [name for name in callbacks if name in options]
+def command_line_keys() -> set[str]:
+    """The config keys this run's command line set (`data.batch_size=8` -> `data.batch_size`)."""
+    return {o.split("=", 1)[0].lstrip("+~") for o in hydra_overrides()}
 
 
 def device_description(trainer: L.Trainer) -> str:
