@@ -8,21 +8,22 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-from conftest import CONF_DIR, compose_cfg
+from conftest import compose_cfg
 from lightning.pytorch.plugins import MixedPrecision
 from omegaconf import OmegaConf
 from torch.utils.data import DataLoader, TensorDataset
 
 from wattwise.models import MLP, ClassifierModule
+from wattwise.optim import precision, registry
 from wattwise.optim.precision import (
     AutoMixedPrecision,
     NonFiniteLossError,
     auto_precision,
     choose_precision,
-    cpu_bf16_supported,
     tf32_capable,
 )
 from wattwise.train import build, train
+from wattwise.utils.errors import ConfigError
 
 
 def _summary(cfg) -> dict:
@@ -54,8 +55,9 @@ def test_tf32_only_from_ampere():
     assert not tf32_capable((7, 5)) and not tf32_capable(None)
 
 
-def test_auto_precision_on_this_cpu_and_explicit_choices():
-    expected = "bf16-mixed" if cpu_bf16_supported() else "32-true"
+@pytest.mark.parametrize(("native_bf16", "expected"), [(True, "bf16-mixed"), (False, "32-true")])
+def test_auto_precision_on_a_cpu_and_explicit_choices(monkeypatch, native_bf16, expected):
+    monkeypatch.setattr(precision, "cpu_bf16_supported", lambda: native_bf16)  # pinned, not the host's
     assert auto_precision("auto", "cpu") == expected
     assert auto_precision("16-mixed", "cpu") == "16-mixed"  # an explicit choice is passed through
     with pytest.raises(ValueError, match="callbacks.amp.precision"):
@@ -71,25 +73,25 @@ def test_bad_settings_fail_fast(kwargs, key):
         AutoMixedPrecision(**kwargs)
 
 
-def test_bad_setting_from_config_is_a_one_line_error(make_cfg, capsys):
+def test_bad_setting_from_config_is_a_config_error(make_cfg):
     cfg = make_cfg("+optim=amp", "callbacks.amp.max_nonfinite_steps=-3")
-    with pytest.raises(SystemExit) as exc:
+    with pytest.raises(ConfigError, match="callbacks.amp.max_nonfinite_steps must be >= 0, got -3"):
         train(cfg)
-    assert exc.value.code == 2
-    assert "callbacks.amp.max_nonfinite_steps must be >= 0, got -3" in capsys.readouterr().err
+
+
+def test_trainer_precision_beside_amp_is_refused(make_cfg):
+    cfg = make_cfg("+optim=amp", "trainer.precision=bf16-mixed", "callbacks.amp.precision=32-true")
+    with pytest.raises(ConfigError, match="trainer.precision='bf16-mixed' conflicts with \\+optim=amp"):
+        build(cfg)
 
 
 # ---- in a real fit ------------------------------------------------------------------------------
-def test_amp_on_a_conv_net_sets_precision_and_channels_last(make_cfg):
-    cfg = make_cfg("+optim=amp", "model=cnn")
+@pytest.mark.parametrize(("native_bf16", "expected"), [(True, "bf16-mixed"), (False, "32-true")])
+def test_amp_on_a_conv_net_sets_precision_and_channels_last(make_cfg, monkeypatch, native_bf16, expected):
+    monkeypatch.setattr(precision, "cpu_bf16_supported", lambda: native_bf16)  # pinned, not the host's
+    cfg = make_cfg("+optim=amp", "model=cnn", "trainer.accelerator=cpu")
     parts = build(cfg)
     trainer, module = parts["trainer"], parts["module"]
-    on_gpu = torch.cuda.is_available()  # trainer.accelerator=auto: the GPU where there is one
-    capability = torch.cuda.get_device_capability() if on_gpu else None
-    if on_gpu:
-        expected = "bf16-mixed" if capability >= (8, 0) else "16-mixed" if capability >= (7, 0) else "32-true"
-    else:
-        expected = "bf16-mixed" if cpu_bf16_supported() else "32-true"
     assert trainer.precision == expected
     trainer.fit(module, datamodule=parts["datamodule"])
     conv = _conv(module)
@@ -97,8 +99,9 @@ def test_amp_on_a_conv_net_sets_precision_and_channels_last(make_cfg):
     assert not conv.weight.is_contiguous()  # really NHWC
     figures = parts["callbacks"]["amp"].summary_figures()
     assert figures == {
+        "amp/status": "active",
         "amp/precision": expected,
-        "amp/tf32": bool(on_gpu and capability >= (8, 0)),  # TF32 exists on Ampere and newer GPUs only
+        "amp/tf32": False,  # TF32 exists on Ampere and newer GPUs only
         "amp/channels_last": True,
         "amp/nonfinite_steps": 0,
     }
@@ -168,10 +171,6 @@ def test_a_diverged_run_stops_with_a_clear_message(make_cfg, monkeypatch, counti
 
 
 # ---- green --------------------------------------------------------------------------------------
-def _options() -> list[str]:
-    return sorted(p.stem for p in (CONF_DIR / "optim").glob("*.yaml") if p.stem != "green")
-
-
 def _leaves(node, prefix=""):
     """{dotted.path: value} of a config, interpolations kept as written."""
     if isinstance(node, dict):
@@ -182,25 +181,23 @@ def _leaves(node, prefix=""):
     return {prefix[:-1]: node}
 
 
-# The settings green deliberately tunes beyond the options' own defaults.
-GREEN_TUNES = {"callbacks.prune.min_base_macs": 100000}
-
-
-def test_green_holds_every_landed_option(tmp_path):
-    """Every setting an option adds or changes is in green unchanged (fails when green forgets one),
-    except the few green tunes on purpose."""
+def test_green_holds_every_method_that_joins_it(tmp_path):
+    """green is built from the registry: each member's settings unchanged, except what the member
+    declares for green (its `recipes["green"]`) and `if_not_applicable: skip`."""
     base = _leaves(OmegaConf.to_container(compose_cfg(tmp_path, [])))
     green = _leaves(OmegaConf.to_container(compose_cfg(tmp_path, ["+optim=green"])))
-    assert "amp" in _options()
-    for name in _options():
+    members = registry.recipe_members("green")
+    assert {"amp", "early_stop", "prune", "power"} <= set(members)
+    for name in members:
         alone = _leaves(OmegaConf.to_container(compose_cfg(tmp_path, [f"+optim={name}"])))
         changed = {k: v for k, v in alone.items() if k not in base or base[k] != v}
-        assert any(k.startswith("callbacks.") for k in changed), f"optim/{name} adds no callbacks.<name>"
+        tuned = {
+            f"callbacks.{name}.{k}": v for k, v in registry.method_classes()[name].recipes["green"].items()
+        }
+        tuned[f"callbacks.{name}.if_not_applicable"] = "skip"
         for key, value in changed.items():
-            expected = GREEN_TUNES.get(key, value)
-            assert key in green and green[key] == expected, (
-                f"+optim=green lacks {name}'s {key}: add it to green.yaml"
-            )
+            assert key in green and green[key] == tuned.get(key, value), f"green changed {name}'s {key}"
+    assert green["recipe"] == "green"
 
 
 def test_green_trains(make_cfg):

@@ -17,6 +17,7 @@ import torch
 from fake_gpu import FakeGPU, install_fake_gpus
 
 from wattwise.models import ClassifierModule
+from wattwise.optim.base import NotApplicableError
 from wattwise.optim.early_stop import (
     EnergyAwareEarlyStopping,
     EpochRecord,
@@ -27,6 +28,7 @@ from wattwise.optim.early_stop import (
     target_fired,
 )
 from wattwise.train import train
+from wattwise.utils.errors import ConfigError
 
 TESTED: list[dict[str, str]] = []  # what ScriptedModule saw at test time
 
@@ -107,12 +109,10 @@ def test_budget_in_kWh_is_converted():
     assert EnergyAwareEarlyStopping(budget_kWh=0.001).budget_J == pytest.approx(3600.0)
 
 
-def test_bad_setting_is_one_line_and_exit_2(make_cfg, capsys):
+def test_bad_setting_is_a_config_error(make_cfg):
     cfg = make_cfg("+optim=early_stop", "callbacks.early_stop.budget_J=-1")
-    with pytest.raises(SystemExit) as exc:
+    with pytest.raises(ConfigError, match="callbacks.early_stop.budget_J must be a number > 0, got -1"):
         train(cfg)
-    assert exc.value.code == 2
-    assert "callbacks.early_stop.budget_J must be a number > 0, got -1" in capsys.readouterr().err
 
 
 def test_monitor_never_logged_fails_naming_the_logged_metrics(make_cfg):
@@ -122,8 +122,18 @@ def test_monitor_never_logged_fails_naming_the_logged_metrics(make_cfg):
 
 def test_energy_rules_need_an_energy_measurement(make_cfg):
     cfg = make_cfg("+optim=early_stop", "energy=off")
-    with pytest.raises(ValueError, match="needs the run's energy monitor"):
+    with pytest.raises(
+        NotApplicableError, match="needs the run's energy to be measured.*if_not_applicable=skip"
+    ):
         train(cfg)
+
+
+def test_without_energy_inside_a_recipe_it_steps_aside(make_cfg):
+    cfg = make_cfg("+optim=early_stop", "energy=off", "callbacks.early_stop.if_not_applicable=skip")
+    train(cfg)
+    s = json.loads((Path(cfg.paths.output_dir) / "summary.json").read_text())
+    assert s["status"] == "completed" and s["early_stop/status"] == "skipped"
+    assert "energy" in s["early_stop/skipped"] and "stop/reason" not in s
 
 
 # ---- the rules as pure functions (exact arithmetic) ------------------------------------------------------

@@ -126,10 +126,11 @@ def test_config_error_in_a_sweep_fails_the_job_not_the_sweep(tmp_path):
     with pytest.raises(ConfigError, match="data.batch_size must be a positive integer"):
         train(cfg)
     GlobalHydra.instance().clear()
-    cfg = compose_cfg(tmp_path / "single", ["data.batch_size=0"])
-    with pytest.raises(SystemExit):  # a single run still stops with one line and exit code 2
-        train(cfg)
-    GlobalHydra.instance().clear()
+    proc = run_cli(["data.batch_size=0", f"hydra.run.dir={tmp_path}/single"], cwd=tmp_path)
+    assert proc.returncode == 2  # a single run still stops with one line and exit code 2
+    assert proc.stderr.strip().splitlines() == [
+        "wattwise: error: data.batch_size must be a positive integer, got 0. Try data.batch_size=64."
+    ]
 
 
 # ---------------------------------------------------------------- real sweeps (slow)

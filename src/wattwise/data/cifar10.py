@@ -19,6 +19,7 @@ import torch
 from torch.utils.data import TensorDataset
 
 from wattwise.data.base import TensorDataModule
+from wattwise.utils.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +51,8 @@ class CIFAR10DataModule(TensorDataModule):
         self.download = download
         self.md5 = md5
         if not download and not self._present():  # fail before training starts, not in setup()
-            raise FileNotFoundError(
-                f"CIFAR-10 not found in {self.data_dir / FOLDER}. Set data.download=true to fetch it "
+            raise ConfigError(
+                f"data.data_dir: CIFAR-10 not found in {self.data_dir / FOLDER}. Set data.download=true to fetch it "
                 f"(~170 MB), or place the extracted '{FOLDER}' folder there."
             )
 
