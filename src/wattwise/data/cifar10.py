@@ -52,7 +52,8 @@ class CIFAR10DataModule(TensorDataModule):
         self.md5 = md5
         if not download and not self._present():  # fail before training starts, not in setup()
             raise ConfigError(
-                f"data.data_dir: CIFAR-10 not found in {self.data_dir / FOLDER}. Set data.download=true to fetch it "
+                f"data.data_dir: CIFAR-10 not found in {self.data_dir / FOLDER}. "
+                "Set data.download=true to fetch it "
                 f"(~170 MB), or place the extracted '{FOLDER}' folder there."
             )
 

@@ -55,7 +55,8 @@ def assemble(
     for m in methods:
         if "energy" in m.requirements() and not measuring:
             m.step_aside(
-                "it needs the run's energy to be measured, but energy=off (use energy=auto or energy=estimate)"
+                "it needs the run's energy to be measured, but energy=off "
+                "(use energy=auto or energy=estimate)"
             )
     settings: dict[str, Any] = {}
     owner: dict[str, str] = {}
@@ -65,7 +66,8 @@ def assemble(
         for k, v in m.trainer_settings(trainer_cfg).items():
             if k in settings and settings[k] != v:
                 raise ConfigError(
-                    f"callbacks.{m.name} needs trainer.{k}={v!r} but callbacks.{owner[k]} needs {settings[k]!r}"
+                    f"callbacks.{m.name} needs trainer.{k}={v!r} "
+                    f"but callbacks.{owner[k]} needs {settings[k]!r}"
                 )
             if f"trainer.{k}" in user_keys and trainer_cfg.get(k) != v:
                 raise ConfigError(

@@ -49,7 +49,8 @@ class MethodInfo:
             )
         if cls.name != self.name:
             raise TypeError(
-                f"{self.config_file}: {self.target}.name is {cls.name!r}; it must be {self.name!r} (the file's name)"
+                f"{self.config_file}: {self.target}.name is {cls.name!r}; "
+                f"it must be {self.name!r} (the file's name)"
             )
         return cls
 

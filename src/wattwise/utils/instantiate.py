@@ -189,7 +189,8 @@ def build_module(model_cfg: DictConfig, datamodule: L.LightningDataModule) -> L.
     if "num_classes" in names and "num_classes" not in model_cfg:
         if facts["num_classes"] is None:
             raise ConfigError(
-                f"model: {facts['_name']} has no `num_classes` attribute: give it one, or set model.num_classes=<n>"
+                f"model: {facts['_name']} has no `num_classes` attribute: "
+                "give it one, or set model.num_classes=<n>"
             )
         extra["num_classes"] = facts["num_classes"]
     module = build_at("model", module_cfg, **extra)
@@ -198,7 +199,7 @@ def build_module(model_cfg: DictConfig, datamodule: L.LightningDataModule) -> L.
 
 
 def check_optimizer(module: Any) -> None:
-    """Build the configured optimizer and scheduler on a dummy parameter: bad settings fail now, in one line."""
+    """Build the optimizer and scheduler on a dummy parameter: bad settings fail now, in one line."""
     factory = getattr(module, "optimizer_factory", None)
     if factory is None:
         return
