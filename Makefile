@@ -35,8 +35,9 @@ bench: $(STAMP)
 bench-quick: $(STAMP)
 	$(PY) bench/energy_bench.py --quick $(ARGS)
 
+# The baseline, each registered method alone and each recipe (green): the list comes from the registry.
 sweep: $(STAMP)
-	$(PY) train.py -m 'optim=[],[amp],[prune],[amp,prune]' $(ARGS)
+	$(PY) train.py -m "optim=$$($(PY) -m wattwise.optim.registry --sweep)" $(ARGS)
 
 # make compare SWEEP=outputs/multirun/<date>/<time>  (defaults to the newest sweep)
 compare: $(STAMP)

@@ -166,9 +166,15 @@ def sweep_choices() -> list[str]:
     return ["[]", *(f"[{n}]" for n in method_names()), *(f"[{r}]" for r in recipe_names())]
 
 
+def search_choices() -> list[str]:
+    """`optim` values of the Optuna search: the sweep's sets plus every pair of methods."""
+    pairs = [f"[{a},{b}]" for i, a in enumerate(method_names()) for b in method_names()[i + 1 :]]
+    return [*sweep_choices()[: 1 + len(method_names())], *pairs, *(f"[{r}]" for r in recipe_names())]
+
+
 def optim_search_space(*_: Any) -> str:
-    """Optuna's categorical over the same option sets (`hparams_search=energy_pareto`)."""
-    return "choice(" + ", ".join(sweep_choices()) + ")"
+    """Optuna's categorical over `search_choices()` (`hparams_search=energy_pareto` reads it)."""
+    return "choice(" + ", ".join(search_choices()) + ")"
 
 
 def check_option_names(names: Sequence[str]) -> None:
