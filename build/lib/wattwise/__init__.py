@@ -1,0 +1,3 @@
+"""wattwise: train with fewer joules, and measure them."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,8 @@
+"""LightningDataModules. Each exposes `input_shape` (C, H, W) and `num_classes`."""
+
+from wattwise.data.base import TensorDataModule
+from wattwise.data.cifar10 import CIFAR10DataModule
+from wattwise.data.digits import DigitsDataModule
+from wattwise.data.synthetic import SyntheticDataModule
+
+__all__ = ["CIFAR10DataModule", "DigitsDataModule", "SyntheticDataModule", "TensorDataModule"]

@@ -1,0 +1,94 @@
+"""Shared plumbing for in-memory datasets: split once, serve tensors.
+
+A datamodule tells the model builder what it holds through two attributes,
+`input_shape` (C, H, W) and `num_classes`; any LightningDataModule with those
+two plugs into `conf/data/*.yaml` by `_target_`.
+"""
+
+from __future__ import annotations
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+
+def split_indices(n: int, val_fraction: float, test_fraction: float, seed: int) -> tuple[torch.Tensor, ...]:
+    """Shuffle 0..n-1 with a fixed seed and cut it into train/val/test index tensors."""
+    if not (0 < val_fraction < 1 and 0 < test_fraction < 1 and val_fraction + test_fraction < 1):
+        raise ValueError(
+            f"data.val_fraction and data.test_fraction must be in (0, 1) and sum below 1, "
+            f"got {val_fraction} and {test_fraction}"
+        )
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    n_val, n_test = round(n * val_fraction), round(n * test_fraction)
+    return perm[n_val + n_test :], perm[:n_val], perm[n_val : n_val + n_test]
+
+
+class TensorDataModule(L.LightningDataModule):
+    """A datamodule over tensors held in memory, split by a seed of its own.
+
+    The split seed is separate from the run's `seed` so that every run of a sweep
+    is tested on the same held-out samples.
+    """
+
+    input_shape: tuple[int, int, int]
+    num_classes: int
+
+    def __init__(
+        self,
+        batch_size: int = 64,
+        eval_batch_size: int | None = None,
+        val_fraction: float = 0.15,
+        test_fraction: float = 0.15,
+        split_seed: int = 1234,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+    ) -> None:
+        super().__init__()
+        if batch_size < 1:
+            raise ValueError(f"data.batch_size must be a positive integer, got {batch_size}")
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size or max(batch_size, 256)
+        self.val_fraction = val_fraction
+        self.test_fraction = test_fraction
+        self.split_seed = split_seed
+        self.num_workers = num_workers
+        self.pin_memory = pin_memory
+        self.splits: dict[str, TensorDataset] = {}
+
+    def load_tensors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return (inputs float N x C x H x W, integer labels N)."""
+        raise NotImplementedError
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.splits:
+            return
+        x, y = self.load_tensors()
+        train, val, test = split_indices(len(x), self.val_fraction, self.test_fraction, self.split_seed)
+        mean, std = x[train].mean(), x[train].std().clamp_min(1e-6)
+        x = (x - mean) / std
+        self.splits = {
+            "train": TensorDataset(x[train], y[train]),
+            "val": TensorDataset(x[val], y[val]),
+            "test": TensorDataset(x[test], y[test]),
+        }
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        bs = self.batch_size if split == "train" else self.eval_batch_size
+        return DataLoader(
+            self.splits[split],
+            batch_size=bs,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory and torch.cuda.is_available(),
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)

@@ -1,0 +1,1 @@
+"""Energy-saving methods, one Lightning callback per module (see each module docstring)."""

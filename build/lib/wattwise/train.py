@@ -1,0 +1,227 @@
+"""main(cfg): validate, build, fit, test, write summary.json, print the table, return the objective(s).
+
+Whatever happens after the build, `summary.json` is written (status completed,
+failed or interrupted) and loggers are closed, so a crashed run still leaves its
+figures behind.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import warnings
+from pathlib import Path
+from typing import Any
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from wattwise.config_dir import CONF_DIR
+from wattwise.optim.registry import register_recipes
+from wattwise.sweep import in_multirun, launcher_info
+from wattwise.utils.errors import ConfigError, exit_with_error
+from wattwise.utils.summary import write_summary
+from wattwise.utils.validate import validate_config
+
+log = logging.getLogger(__name__)
+
+register_recipes()  # +optim=green and the other recipes, built from the registry
+
+
+def _quiet_known_noise() -> None:
+    # In-memory tensor datasets need no loader workers; Lightning's hint is misleading here.
+    warnings.filterwarnings("ignore", ".*does not have many workers.*")
+    warnings.filterwarnings("ignore", ".*litlogger.*", category=UserWarning)
+    warnings.filterwarnings("ignore", ".*treespec, LeafSpec.*")
+    # Lightning adds its own console handler; Hydra's root handlers already print (and file) its records.
+    if logging.getLogger().handlers:
+        for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+            lg = logging.getLogger(name)
+            for handler in list(lg.handlers):
+                lg.removeHandler(handler)
+            lg.propagate = True
+    # Zeus warns about amdsmi on every machine without AMD GPUs; the meter reports what it found.
+    logging.getLogger("zeus.device.gpu.amd").setLevel(logging.ERROR)
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(
+        lambda record: "litlogger" not in record.getMessage().lower() and "Tip:" not in record.getMessage()
+    )
+
+
+def build(cfg: DictConfig) -> dict[str, Any]:
+    """Instantiate datamodule, module, callbacks (ordered by `optim.assemble`), loggers and trainer."""
+    from hydra.utils import instantiate
+
+    from wattwise.optim.assemble import assemble
+    from wattwise.utils.instantiate import build_at, build_datamodule, build_dict, build_module
+    from wattwise.utils.run_info import command_line_keys
+
+    datamodule = build_datamodule(cfg.data)
+    module = build_module(cfg.model, datamodule)
+    energy = instantiate(cfg.energy) if cfg.get("energy") is not None else None
+    callbacks = build_dict(cfg.get("callbacks"), "callbacks")
+    parts = assemble(callbacks, energy, cfg.trainer, command_line_keys())
+    loggers = build_dict(cfg.get("logger"), "logger")
+    trainer = build_at(
+        "trainer",
+        cfg.trainer,
+        callbacks=parts.callbacks,
+        logger=list(loggers.values()) or False,
+        **parts.trainer_settings,
+    )
+    return {
+        "datamodule": datamodule,
+        "module": module,
+        "callbacks": {"energy": energy, **callbacks} if energy is not None else callbacks,
+        "methods": parts.methods,
+        "loggers": loggers,
+        "trainer": trainer,
+    }
+
+
+def _objective(cfg: DictConfig, summary: dict[str, Any]) -> Any:
+    names = cfg.get("optimized_metric")
+    if names is None:
+        return None
+    names = list(names) if OmegaConf.is_list(names) else [names]
+    values = [summary.get(n) for n in names]
+    values = [float("nan") if v is None else float(v) for v in values]
+    return values[0] if len(values) == 1 else tuple(values)
+
+
+def _final_metrics(trainer: Any, fit_metrics: dict[str, Any], test_metrics: dict[str, Any]) -> dict[str, Any]:
+    out = {k: v for k, v in fit_metrics.items() if not k.startswith("energy/") and k != "time/train_s"}
+    out.update(test_metrics)
+    for cb in trainer.callbacks:
+        if hasattr(cb, "summary_figures"):
+            out.update(cb.summary_figures())
+    return out
+
+
+def _log_final(loggers: dict[str, Any], figures: dict[str, Any], step: int) -> None:
+    numeric = {
+        k: float(v) for k, v in figures.items() if isinstance(v, int | float) and not isinstance(v, bool)
+    }
+    for lg in loggers.values():
+        lg.log_metrics(numeric, step=step)
+        experiment_summary = getattr(getattr(lg, "experiment", None), "summary", None)
+        if experiment_summary is not None and hasattr(experiment_summary, "update"):
+            experiment_summary.update({k: v for k, v in figures.items() if v is not None})
+        lg.save()
+
+
+def _finish_loggers(loggers: dict[str, Any], status: str) -> None:
+    for lg in loggers.values():
+        try:
+            lg.finalize("success" if status == "completed" else "failed")
+        except Exception as err:  # a logger failing to close must not hide the run's own error
+            log.warning("Closing logger %s failed: %s", type(lg).__name__, err)
+    if any(type(lg).__name__ == "WandbLogger" for lg in loggers.values()):
+        import wandb
+
+        wandb.finish(exit_code=0 if status == "completed" else 1)
+
+
+def train(cfg: DictConfig) -> Any:
+    from wattwise.optim.registry import run_label
+    from wattwise.utils.report import format_report
+    from wattwise.utils.run_info import device_description, hydra_overrides, versions
+
+    _quiet_known_noise()
+    validate_config(cfg)
+
+    import lightning as L
+
+    if cfg.get("seed") is not None:
+        L.seed_everything(cfg.seed, workers=True, verbose=False)
+    parts = build(cfg)
+    trainer, module, datamodule, loggers = (
+        parts["trainer"],
+        parts["module"],
+        parts["datamodule"],
+        parts["loggers"],
+    )
+
+    run_dir = Path(cfg.paths.output_dir)
+    overrides = hydra_overrides()
+    config_path = run_dir / ".hydra" / "config.yaml"
+    summary: dict[str, Any] = {
+        "status": "running",
+        "run_dir": str(run_dir),
+        "optim": run_label(cfg),
+        "overrides": overrides,
+        "seed": cfg.get("seed"),
+        "config_path": str(config_path) if config_path.exists() else None,
+        "grid_gCO2_per_kWh": cfg.energy.grid_gCO2_per_kWh if cfg.get("energy") else None,
+        "versions": versions(),
+        "launcher": launcher_info(),  # multirun jobs only; warns when jobs share a device
+    }
+    # The chosen options as one string ("amp+prune", "none"): a categorical axis for W&B's parallel
+    # coordinates (the options' settings are under callbacks.<name>).
+    hparams = {**OmegaConf.to_container(cfg, resolve=True), "optim_set": "+".join(summary["optim"]) or "none"}
+    for lg in loggers.values():
+        lg.log_hyperparams(hparams)
+
+    status, fit_metrics, test_metrics = "failed", {}, {}
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        fit_metrics = dict(trainer.callback_metrics)
+        if trainer.interrupted:
+            status = "interrupted"
+        elif cfg.get("test", True):
+            ckpt = trainer.checkpoint_callback
+            best = "best" if ckpt is not None and getattr(ckpt, "best_model_path", "") else None
+            results = trainer.test(module, datamodule=datamodule, ckpt_path=best, verbose=False)
+            test_metrics = dict(results[0]) if results else {}
+            status = "completed"
+        else:
+            status = "completed"
+    except Exception as err:
+        summary["error"] = f"{type(err).__name__}: {err}"
+        raise
+    finally:
+        # Ctrl+C reaches here as Lightning's graceful-shutdown SystemExit, with trainer.interrupted set.
+        if status != "completed" and trainer.interrupted and "error" not in summary:
+            status = "interrupted"
+        if trainer.is_global_zero:
+            energy = parts["callbacks"].get("energy")
+            summary.update(
+                status=status,
+                device=device_description(trainer),
+                energy_source=energy.source if energy else "off",
+                energy_method=energy.meter.describe() if energy and energy.meter else None,
+                epochs=trainer.current_epoch,
+                global_step=trainer.global_step,
+            )
+            summary.update(_final_metrics(trainer, fit_metrics, test_metrics))
+            path = write_summary(run_dir, summary)
+            try:
+                _log_final(loggers, {k: v for k, v in summary.items() if "/" in k}, trainer.global_step)
+            finally:
+                _finish_loggers(loggers, status)
+            log.info("Summary written to %s", path)
+    if trainer.is_global_zero:
+        print("\n" + format_report(summary), flush=True)
+    objective = _objective(cfg, summary)
+    if isinstance(objective, float) and math.isnan(objective):
+        log.warning("optimized_metric %s was not logged by this run", cfg.get("optimized_metric"))
+    return objective
+
+
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
+def _hydra_entry(cfg: DictConfig) -> Any:
+    try:
+        return train(cfg)
+    except ConfigError as err:
+        if in_multirun():  # Hydra marks this job failed and runs the rest of the sweep
+            log.error("wattwise: error: %s", err)
+            raise
+        exit_with_error(str(err))
+
+
+def main() -> None:
+    """Console entry point (`python train.py ...` or `wattwise-train ...`)."""
+    _hydra_entry()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,22 @@
+"""Config errors: reported in one or two lines and a non-zero exit, before any training."""
+
+from __future__ import annotations
+
+import sys
+from typing import NoReturn
+
+
+class ConfigError(ValueError):
+    """A setting that cannot work; the message names the key, the value and the fix."""
+
+
+def exit_with_error(message: str, code: int = 2) -> NoReturn:
+    print(f"wattwise: error: {message}", file=sys.stderr, flush=True)
+    sys.exit(code)
+
+
+def root_cause(err: BaseException) -> BaseException:
+    """The innermost cause, e.g. the ValueError inside Hydra's InstantiationException."""
+    while err.__cause__ is not None:
+        err = err.__cause__
+    return err

@@ -1,0 +1,73 @@
+"""Checks a composed config before anything is built, so bad input fails in seconds, not mid-run.
+
+Each message names the config key, what it got and what would work. Settings
+owned by one component (a callback's thresholds, a net's widths) are checked by
+that component's constructor instead; `wattwise.train` reports those the same way.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from wattwise.utils.errors import ConfigError
+
+
+def _positive_int(cfg: DictConfig, key: str, hint: str) -> None:
+    from omegaconf import OmegaConf
+
+    value = OmegaConf.select(cfg, key)
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{key} must be a positive integer, got {value!r}. {hint}")
+
+
+def _check_dir(key: str, path: str | None) -> None:
+    """A data dir must be a readable folder, or creatable where it does not exist yet."""
+    if not path:
+        return
+    p = Path(path)
+    if p.exists():
+        if not p.is_dir():
+            raise ConfigError(f"{key}={path} is not a directory. Point it at a folder, e.g. {key}=data")
+        if not os.access(p, os.R_OK | os.X_OK):
+            raise ConfigError(f"{key}={path} is not readable. Fix its permissions or choose another folder.")
+        return
+    parent = next((q for q in p.absolute().parents if q.exists()), None)
+    if parent is None or not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise ConfigError(
+            f"{key}={path} does not exist and cannot be created under {parent}. Choose a writable folder."
+        )
+
+
+def validate_config(cfg: DictConfig) -> None:
+    """Raise ConfigError for the first setting that cannot work."""
+    from omegaconf import OmegaConf
+
+    _positive_int(cfg, "data.batch_size", "Try data.batch_size=64.")
+    _positive_int(cfg, "data.eval_batch_size", "Leave it null to use max(batch_size, 256).")
+    _positive_int(cfg, "trainer.max_epochs", "Try trainer.max_epochs=10.")
+    intensity = OmegaConf.select(cfg, "energy.grid_gCO2_per_kWh")
+    if intensity is not None and (not isinstance(intensity, int | float) or intensity < 0):
+        raise ConfigError(
+            f"energy.grid_gCO2_per_kWh must be a number >= 0 (grams CO2e per kWh), got {intensity!r}. "
+            "The world average is about 475."
+        )
+    mode = OmegaConf.select(cfg, "energy.mode")
+    if mode is not None and mode not in ("auto", "estimate", "off"):
+        raise ConfigError(
+            f"energy.mode must be auto, estimate or off, got {mode!r}. Or choose energy=auto|estimate|off."
+        )
+    _check_dir("paths.data_dir", OmegaConf.select(cfg, "paths.data_dir"))
+    _check_dir("data.data_dir", OmegaConf.select(cfg, "data.data_dir"))
+    ckpt = OmegaConf.select(cfg, "ckpt_path")
+    if ckpt is not None and not Path(ckpt).is_file():
+        raise ConfigError(
+            f"ckpt_path={ckpt} is not a file. Pass a checkpoint, e.g. <run dir>/checkpoints/last.ckpt"
+        )
+    seed = OmegaConf.select(cfg, "seed")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        raise ConfigError(f"seed must be an integer, got {seed!r}")

@@ -1,0 +1,38 @@
+"""A non-editable install finds its configs: `pip install .` then `wattwise-train` from another folder."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import ROOT
+
+
+@pytest.mark.slow
+def test_a_non_editable_install_trains_from_any_directory(tmp_path):
+    target = tmp_path / "site"
+    build = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--target", str(target),
+         str(ROOT)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert build.returncode == 0, build.stderr[-2000:]
+    assert (target / "wattwise" / "conf" / "train.yaml").is_file()  # the configs ship in the package
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(target), "OMP_NUM_THREADS": "1"}
+    probe = "import wattwise, sys; sys.stdout.write(wattwise.__file__)"
+    where = subprocess.run([sys.executable, "-c", probe], cwd=elsewhere, env=env, capture_output=True, text=True)
+    assert where.stdout.startswith(str(target)), where.stdout  # the installed copy, not this checkout
+    run = subprocess.run(
+        [str(target / "bin" / "wattwise-train"), "trainer.max_epochs=1", "++trainer.limit_train_batches=2",
+         "++trainer.limit_val_batches=1", "++trainer.limit_test_batches=1", "hydra.run.dir=run"],
+        cwd=elsewhere, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    summary = json.loads((elsewhere / "run" / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["test/acc"] is not None
