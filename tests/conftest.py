@@ -39,6 +39,23 @@ def compose_cfg(tmp_path: Path, overrides: Sequence[str] = (), small: bool = Tru
 
 
 @pytest.fixture(autouse=True)
+def no_rapl(monkeypatch):
+    """Tests never read the host's RAPL counters: Zeus sees no CPU to measure, on every machine, so
+    `energy=auto` on the CPU is the estimate everywhere. Tests of the RAPL branch replace the Zeus
+    monitor with a fake one (tests/test_energy.py)."""
+    from wattwise.energy import meter
+
+    real = meter._make_zeus_monitor
+
+    def without_rapl(gpu_index):
+        monitor = real(gpu_index)
+        monitor.cpu_indices = []
+        return monitor
+
+    monkeypatch.setattr(meter, "_make_zeus_monitor", without_rapl)
+
+
+@pytest.fixture(autouse=True)
 def power_limits_stay_as_found(monkeypatch):
     """Tests never change a real GPU's power limit: +optim=power runs dry everywhere, unless a test
     lifts this because it drives a fake GPU (tests/test_power_limit.py)."""

@@ -20,3 +20,10 @@ class CrashMidFit(Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if self.crash and trainer.global_step >= self.after_batches:
             raise RuntimeError(f"crash_callback: deliberate crash after {trainer.global_step} batches")
+
+
+class BuggyInit(Callback):
+    """A user's callback with a bug in its constructor (an AttributeError, not a config mistake)."""
+
+    def __init__(self) -> None:
+        self.value = self.no_such_attribute

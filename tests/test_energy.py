@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import pytest
 import torch
 from fake_gpu import FakeGPU, install_fake_gpus
 
 from wattwise.energy import EnergyMeter, EnergyMonitor, EstimateModel
+from wattwise.energy import meter as meter_module
 from wattwise.train import train
 
 
@@ -51,9 +53,31 @@ def test_bad_mode_and_negative_estimate_are_rejected():
 
 
 def test_auto_without_counters_falls_back_to_a_labelled_estimate():
-    meter = EnergyMeter("auto")  # no GPU here; RAPL only where readable
-    expected = "zeus-rapl" if meter.zeus_monitor.cpu_indices else "estimate"
-    assert meter.source == expected
+    meter = EnergyMeter("auto")  # no GPU, and RAPL hidden from Zeus (conftest's no_rapl)
+    assert meter.source == "estimate" and not meter.measured
+
+
+class _FakeRAPLMonitor:
+    """A Zeus monitor on a CPU whose RAPL counters are readable: 5 J package + 1 J DRAM a window."""
+
+    gpu_indices: list[int] = []
+    cpu_indices = [0]
+    gpus = None
+
+    def begin_window(self, key):
+        pass
+
+    def end_window(self, key):
+        return SimpleNamespace(time=2.0, gpu_energy={}, cpu_energy={0: 5.0}, dram_energy={0: 1.0})
+
+
+def test_auto_with_readable_rapl_measures_the_cpu(monkeypatch):
+    monkeypatch.setattr(meter_module, "_make_zeus_monitor", lambda gpu_index: _FakeRAPLMonitor())
+    meter = EnergyMeter("auto")
+    assert meter.source == "zeus-rapl" and meter.measured
+    meter.begin("w")
+    r = meter.end("w")
+    assert r.cpu_J == pytest.approx(6.0) and r.gpu_J is None and r.total_J == pytest.approx(6.0)
 
 
 def test_meter_reads_the_fake_gpu_counter_through_zeus():

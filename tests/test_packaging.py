@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 from conftest import ROOT
@@ -15,18 +14,19 @@ from conftest import ROOT
 @pytest.mark.slow
 def test_a_non_editable_install_trains_from_any_directory(tmp_path):
     target = tmp_path / "site"
+    pip = [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation"]
     build = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--target", str(target),
-         str(ROOT)],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        [*pip, "--target", str(target), str(ROOT)], capture_output=True, text=True, timeout=300
+    )
     assert build.returncode == 0, build.stderr[-2000:]
     assert (target / "wattwise" / "conf" / "train.yaml").is_file()  # the configs ship in the package
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     env = {**os.environ, "PYTHONPATH": str(target), "OMP_NUM_THREADS": "1"}
     probe = "import wattwise, sys; sys.stdout.write(wattwise.__file__)"
-    where = subprocess.run([sys.executable, "-c", probe], cwd=elsewhere, env=env, capture_output=True, text=True)
+    where = subprocess.run(
+        [sys.executable, "-c", probe], cwd=elsewhere, env=env, capture_output=True, text=True
+    )
     assert where.stdout.startswith(str(target)), where.stdout  # the installed copy, not this checkout
     run = subprocess.run(
         [str(target / "bin" / "wattwise-train"), "trainer.max_epochs=1", "++trainer.limit_train_batches=2",

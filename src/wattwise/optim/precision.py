@@ -12,7 +12,7 @@ What it does
 What it saves
     Fewer joules per sample through faster steps at lower power. On one H100, ResNet-18 at
     batch 256: 85.9 mJ/sample in strict fp32, 27.9 with TF32, 18.4 with bf16 autocast,
-    13.0 with bf16 + channels_last (shared/anchors/h100-energy-probe.md). See docs/amp.md
+    13.0 with bf16 + channels_last (an H100 probe made for this project; docs/amp.md). See docs/amp.md
     and bench/RESULTS.md for this project's own figures.
 What it costs
     bf16 keeps 8 mantissa bits: accuracy is usually unchanged, but check it on your task.
