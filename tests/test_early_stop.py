@@ -17,7 +17,7 @@ import torch
 from fake_gpu import FakeGPU, install_fake_gpus
 
 from wattwise.models import ClassifierModule
-from wattwise.optim.base import NotApplicableError
+from wattwise.optim.base import NotApplicableError, StructureChange
 from wattwise.optim.early_stop import (
     EnergyAwareEarlyStopping,
     EpochRecord,
@@ -58,10 +58,10 @@ class ScriptedModule(ClassifierModule):
         )
 
 
-def _run(make_cfg, *overrides, values=None):
+def _run(make_cfg, *overrides, values=None, optim="early_stop"):
     """Train with the fake GPU (and a scripted val/acc when `values` is given); return the summary."""
     extra = [
-        "+optim=early_stop",
+        f"+optim={optim}",
         "energy.gpu_index=0",
         "+callbacks.burn._target_=fake_gpu.BurnCallback",
     ]
@@ -259,7 +259,7 @@ def test_resume_counts_the_energy_already_spent(make_cfg, tmp_path):
     last = tmp_path / "first.ckpt"  # a copy: the resumed runs write their own last.ckpt into the same dir
     shutil.copy(tmp_path / "run" / "checkpoints" / "last.ckpt", last)
     saved = torch.load(last, weights_only=False)["callbacks"]
-    state = next(v for k, v in saved.items() if "EnergyAwareEarlyStopping" in k)
+    state = saved["wattwise.early_stop"]  # the contract's stable state_key
     # saved at the 2nd epoch's validation end: the 2nd epoch is in the history already
     assert [r["epoch"] for r in state["history"]] == [0, 1]
     assert [r["metric"] for r in state["history"]] == pytest.approx([0.5, 0.6])
@@ -290,3 +290,45 @@ def test_resume_counts_the_energy_already_spent(make_cfg, tmp_path):
     assert again["stop/reason"] == "energy_budget"
     assert again["stop/epoch"] == 2 and again["epochs"] == 2
     assert again["energy/total_J"] == pytest.approx(10.0)
+
+
+def test_a_rule_that_fires_on_the_last_epoch_is_reported_as_max_epochs(make_cfg):
+    """Diminishing returns fire at epoch 7 (see above); with max_epochs=7 the fit ends there anyway."""
+    values = [0.50, 0.60, 0.70, 0.75, 0.78, 0.80, 0.81, 0.815]
+    s = _run(
+        make_cfg,
+        "trainer.max_epochs=7",
+        "callbacks.early_stop.window=2",
+        "callbacks.early_stop.min_gain_fraction=null",
+        "callbacks.early_stop.min_gain_per_kJ=5.0",
+        "callbacks.early_stop.diminishing_patience=1",
+        values=values,
+    )
+    assert s["stop/reason"] == "max_epochs" and s["stop/epoch"] == 7
+
+
+def test_after_a_structure_change_patience_judges_the_new_net_only():
+    es = EnergyAwareEarlyStopping(patience=2, min_gain_fraction=None)
+    es.history = [EpochRecord(e, m, 1.0, float(e + 1)) for e, m in enumerate([0.80, 0.90])]
+    es.on_structure_change(None, None, StructureChange(source="prune", epoch=2))
+    es.history += [EpochRecord(2, 0.50, 1.0, 3.0), EpochRecord(3, 0.60, 1.0, 4.0)]
+    assert es._evaluate(4.0) == []  # the pruned net improves: 0.50 -> 0.60
+    es.since = 0  # judged against the wider net's 0.90, patience would have fired
+    assert es._evaluate(4.0) == ["patience"]
+    assert es.state_dict()["since"] == 0
+
+
+def test_prune_then_early_stop_restart_patience_through_the_announcement(make_cfg):
+    """+optim=[prune,early_stop]: our early stopping hears of each prune (no callback resets another)."""
+    s = _run(
+        make_cfg,
+        "model=cnn",
+        "trainer.max_epochs=4",
+        "callbacks.prune.start_epoch=1",
+        "callbacks.prune.end_epoch=2",
+        "callbacks.early_stop.patience=1",
+        "callbacks.early_stop.min_gain_fraction=null",
+        values=[0.9, 0.5, 0.6, 0.7],  # each prune costs accuracy; the pruned net then improves
+        optim="[early_stop,prune]",
+    )
+    assert s["stop/reason"] == "max_epochs" and s["epochs"] == 4

@@ -134,3 +134,17 @@ def test_resume_continues_with_the_energy_already_spent(make_cfg, tmp_path):
     # one more epoch (4 J) plus the resumed run's sanity check (1 J) on top of what was spent
     assert resumed["energy/total_J"] == pytest.approx(first["energy/total_J"] + 4.0 + 1.0)
     assert resumed["epochs"] == 3
+
+
+def test_resuming_with_another_energy_source_is_refused():
+    """Joules of two kinds are never summed silently: measured by NVML, resumed on an estimate."""
+    from wattwise.utils.errors import ConfigError
+
+    monitor = EnergyMonitor(mode="estimate")
+    monitor.meter = EnergyMeter("estimate")
+    saved = {"total_J": 5.0, "gpu_J": 5.0, "cpu_J": None, "time_s": 1.0, "samples_seen": 10}
+    saved.update(epoch_energies_J=[5.0], source="zeus-nvml")
+    with pytest.raises(ConfigError, match="measured by zeus-nvml, this run measures by estimate"):
+        monitor.load_state_dict(saved)
+    monitor.load_state_dict({**saved, "source": "estimate"})  # the same source resumes
+    assert monitor.total_J == 5.0
