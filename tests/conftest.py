@@ -30,6 +30,7 @@ SMALL = [
     "+trainer.enable_progress_bar=false",
     "++callbacks.progress_bar=null",
     "trainer.log_every_n_steps=1",
+    "cpu_threads=1",  # the auto policy is tested on its own (tests/test_threads.py)
 ]
 
 
