@@ -101,6 +101,8 @@ def test_amp_on_a_conv_net_sets_precision_and_channels_last(make_cfg, monkeypatc
     assert figures == {
         "amp/status": "active",
         "amp/precision": expected,
+        "amp/measured": "not measured: 3 batches per epoch, 10 needed" if native_bf16 else None,
+        "amp/measure_unit": None,
         "amp/tf32": False,  # TF32 exists on Ampere and newer GPUs only
         "amp/channels_last": True,
         "amp/nonfinite_steps": 0,
@@ -206,3 +208,41 @@ def test_green_trains(make_cfg):
     s = _summary(cfg)
     assert s["status"] == "completed" and s["optim"] == ["green"]
     assert s["amp/channels_last"] is True and "energy/total_J" in s
+
+
+# ---- measuring the candidates at fit start ------------------------------------------------------
+def test_auto_measures_both_precisions_and_keeps_the_cheaper(make_cfg, monkeypatch):
+    """bf16 pinned as native: the table offers bf16-mixed, the fit measures it against 32-true and keeps
+    whichever cost less per step (no expectation about which: the mechanism is what is tested)."""
+    monkeypatch.setattr(precision, "cpu_bf16_supported", lambda: True)
+    cfg = make_cfg("+optim=amp", "model=cnn", "trainer.accelerator=cpu", "trainer.limit_train_batches=12")
+    parts = build(cfg)
+    assert parts["trainer"].precision == "bf16-mixed"  # the hardware table's offer, before measuring
+    parts["trainer"].fit(parts["module"], datamodule=parts["datamodule"])
+    amp = parts["callbacks"]["amp"]
+    assert set(amp.measured) == {"bf16-mixed", "32-true"} and all(v > 0 for v in amp.measured.values())
+    cheaper = min(amp.measured, key=amp.measured.get)
+    assert amp.chosen_precision == cheaper == str(parts["trainer"].precision)
+    figures = amp.summary_figures()
+    assert figures["amp/precision"] == cheaper and figures["amp/measure_unit"] == "J/step"
+    assert amp.state_dict()["precision"] == cheaper  # a resumed run keeps it
+
+
+def test_a_resumed_run_keeps_the_measured_choice(make_cfg, monkeypatch):
+    monkeypatch.setattr(precision, "cpu_bf16_supported", lambda: True)
+    parts = build(make_cfg("+optim=amp", "trainer.accelerator=cpu"))
+    amp = parts["callbacks"]["amp"]
+    amp.load_state_dict({"precision": "32-true", "measured": {"bf16-mixed": 2.0, "32-true": 1.0}})
+    parts["trainer"].fit(parts["module"], datamodule=parts["datamodule"])
+    assert str(parts["trainer"].precision) == "32-true" and amp.chosen_precision == "32-true"
+
+
+def test_a_short_epoch_or_measure_steps_0_keeps_the_table(make_cfg, monkeypatch):
+    monkeypatch.setattr(precision, "cpu_bf16_supported", lambda: True)
+    parts = build(make_cfg("+optim=amp", "trainer.accelerator=cpu"))  # 3 batches: too few to measure
+    parts["trainer"].fit(parts["module"], datamodule=parts["datamodule"])
+    amp = parts["callbacks"]["amp"]
+    assert amp.chosen_precision == "bf16-mixed" and amp.measured == {}
+    assert "not measured: 3 batches per epoch" in amp.summary_figures()["amp/measured"]
+    parts = build(make_cfg("+optim=amp", "trainer.accelerator=cpu", "callbacks.amp.measure_steps=0"))
+    assert parts["callbacks"]["amp"].summary_figures()["amp/measured"] is None
