@@ -344,8 +344,9 @@ def test_green_leaves_a_net_too_small_to_gain_unpruned(make_cfg):
     train(cfg)
     s = _summary(cfg.paths.output_dir)
     assert s["status"] == "completed"
-    assert s["prune/macs"] == s["prune/base_macs"] < 100000
-    assert "min_base_macs" in s["prune/skipped"]
+    # green sets if_not_applicable=skip: prune steps aside, says why, and reports no MACs of its own
+    assert s["prune/status"] == "skipped" and "min_base_macs=100000" in s["prune/skipped"]
+    assert "prune/macs" not in s
     assert not (Path(cfg.paths.output_dir) / "pruned_net.pt").exists()
 
 
