@@ -23,7 +23,6 @@ from conftest import ROOT
 from fake_gpu import install_fake_gpus
 from fake_gpu_power import STEP_TIME_REL, PowerGPU, expected_limit, install_power_gpu, step_time_s
 
-from wattwise.optim.base import NotApplicableError
 from wattwise.optim.power_limit import PowerLimitTuner, fit_counts, make_selector
 from wattwise.train import train
 from wattwise.utils.errors import ConfigError
@@ -297,13 +296,6 @@ def test_too_short_epochs_leave_the_limit_alone(make_cfg):
     assert s["status"] == "completed" and s["power/status"] == "skipped"
     assert s["power/reason"] == "epoch_too_short" and "too short" in s["power/skipped"]
     assert gpu.limit_history == []
-
-
-def test_too_short_epochs_fail_by_default_before_any_limit_changes(make_cfg):
-    gpu = PowerGPU(limit_W=275)
-    s = _run(make_cfg, gpu, "trainer.limit_train_batches=2", expect=NotApplicableError)
-    assert s["status"] == "failed" and "callbacks.power.if_not_applicable=skip" in s["error"]
-    assert gpu.limit_history == [] and gpu.persistence_history == []
 
 
 # ---- restoring ----------------------------------------------------------------------------------------
