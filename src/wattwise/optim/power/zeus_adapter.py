@@ -31,7 +31,7 @@ ZEUS_VERSION_CHECKED = "0.16.0"
 SELECTORS = ("energy", "time", "zeus_cost", "max_slowdown")
 
 
-class GpuError(RuntimeError):
+class GpuError(Exception):
     """The GPU refused a read or a change (Zeus's `ZeusBaseGPUError`, e.g. not supported)."""
 
 
