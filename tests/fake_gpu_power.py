@@ -184,16 +184,23 @@ class RaiseAt(L.Callback):
 
 
 class ReshapeNetAt(L.Callback):
-    """Stands in for a prune: gives the net a new (unused) parameter at the end of epoch `epoch`."""
+    """Stands in for a prune: gives the net a new (unused) parameter at the end of epoch `epoch`
+    and, as a prune does, tells the other methods (`announce_structure_change`) unless `announce`
+    is false."""
 
-    def __init__(self, epoch: int = 0) -> None:
-        self.epoch = epoch
+    def __init__(self, epoch: int = 0, announce: bool = True) -> None:
+        self.epoch, self.announce = epoch, announce
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:  # noqa: ANN001
         import torch
 
+        from wattwise.optim.base import StructureChange, announce_structure_change
+
         if trainer.current_epoch == self.epoch:
             pl_module.net.register_parameter("pruned_marker", torch.nn.Parameter(torch.zeros(3)))
+            if self.announce:
+                change = StructureChange(source="prune", epoch=trainer.current_epoch)
+                announce_structure_change(trainer, pl_module, change)
 
 
 class WaitForSignalBelow(L.Callback):

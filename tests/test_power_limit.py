@@ -19,12 +19,13 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 from conftest import ROOT
+from fake_gpu import install_fake_gpus
 from fake_gpu_power import STEP_TIME_REL, PowerGPU, expected_limit, install_power_gpu, step_time_s
 
 from wattwise.optim.power_limit import PowerLimitTuner, fit_counts, make_selector
 from wattwise.train import train
+from wattwise.utils.errors import ConfigError
 
 LIMITS = sorted(STEP_TIME_REL, reverse=True)  # 300 ... 100 W: the fake GPU's range at pl_step_W=50
 ORIGINAL_mW = 275_000  # a user-set cap that is not on the profile grid, so a restore is unambiguous
@@ -39,12 +40,13 @@ TUNE = [
 ]
 LONG_EPOCH = ["trainer.limit_train_batches=20"]  # 1 wait + 5 limits x 3 steps fit in one epoch
 LOGGER = "wattwise.optim.power_limit"
+BASE_LOGGER = "wattwise.optim.base"  # where a method's step-aside line is logged
 
 
 @pytest.fixture(autouse=True)
 def real_tuning_on_the_fake_gpu(monkeypatch):
-    """These tests drive a fake GPU, so they lift conftest's forced dry run (the no-GPU test, which
-    has no fake, is skipped on machines with a GPU)."""
+    """These tests drive a fake GPU, so they lift conftest's forced dry run (the no-GPU test pins
+    Zeus to see no GPU at all, so it cannot touch a real one either)."""
     monkeypatch.delenv("WATTWISE_POWER_DRY_RUN", raising=False)
 
 
@@ -54,7 +56,7 @@ def atexit_guard(monkeypatch):
     tuner's own hook (it restores the original limit) must be gone once the fit is over."""
     import zeus.optimizer.power_limit as zpl
 
-    import wattwise.optim.power_limit as ours
+    import wattwise.optim.power.guard as ours
 
     zeus_registered, live = [], []
 
@@ -290,8 +292,9 @@ def test_short_epochs_still_finish_profiling(make_cfg, caplog):
 
 def test_too_short_epochs_leave_the_limit_alone(make_cfg):
     gpu = PowerGPU(limit_W=275)
-    s = _run(make_cfg, gpu, "trainer.limit_train_batches=2")
-    assert s["status"] == "completed" and s["power/status"] == "epoch_too_short"
+    s = _run(make_cfg, gpu, "trainer.limit_train_batches=2", "callbacks.power.if_not_applicable=skip")
+    assert s["status"] == "completed" and s["power/status"] == "skipped"
+    assert s["power/reason"] == "epoch_too_short" and "too short" in s["power/skipped"]
     assert gpu.limit_history == []
 
 
@@ -391,18 +394,18 @@ def test_a_profile_window_that_reads_zero_joules_stops_tuning_not_training(make_
     assert len(warnings) == 1 and "read 0 J" in warnings[0]
 
 
-@pytest.mark.skipif(
-    torch.cuda.is_available(), reason="needs a machine without a GPU (it would tune a real one)"
-)
-def test_no_gpu_the_option_says_it_does_nothing_and_the_run_proceeds(make_cfg, caplog):
+def test_no_gpu_with_skip_the_option_steps_aside_in_one_line_and_the_run_proceeds(make_cfg, caplog):
     caplog.set_level(logging.WARNING, logger=LOGGER)
-    cfg = make_cfg("+optim=power")
-    train(cfg)
+    caplog.set_level(logging.WARNING, logger=BASE_LOGGER)
+    cfg = make_cfg("+optim=power", "trainer=cpu", "callbacks.power.if_not_applicable=skip")
+    with install_fake_gpus([]):  # Zeus sees no GPU, whatever this machine has
+        train(cfg)
     s = json.loads((Path(cfg.paths.output_dir) / "summary.json").read_text())
-    assert s["status"] == "completed" and s["power/status"] == "no_gpu"
+    assert s["status"] == "completed" and s["power/status"] == "skipped"
+    assert s["power/reason"] == "no_gpu" and "no GPU" in s["power/skipped"]
     assert "power/limit_W" not in s
-    messages = [r.getMessage() for r in caplog.records if r.name == LOGGER]
-    assert len(messages) == 1 and "does nothing" in messages[0]
+    messages = [r.getMessage() for r in caplog.records if r.name in (LOGGER, BASE_LOGGER)]
+    assert len(messages) == 1 and "steps aside" in messages[0] and "no_gpu" in messages[0]
 
 
 @pytest.mark.parametrize(
@@ -417,7 +420,7 @@ def test_no_gpu_the_option_says_it_does_nothing_and_the_run_proceeds(make_cfg, c
     ],
 )
 def test_bad_settings_fail_fast_naming_the_key(kwargs, key):
-    with pytest.raises(ValueError, match=key):
+    with pytest.raises(ConfigError, match=f"^{key}"):
         PowerLimitTuner(**kwargs)
 
 

@@ -1,0 +1,184 @@
+"""Power-limit tuning as an energy method: stepping aside, structure changes, the Zeus boundary.
+
+Detection is pinned in every test (Zeus is shown no GPU, or the fake GPU of tests/fake_gpu_power.py),
+so the results do not depend on this machine's hardware, and no real card is ever changed.
+"""
+
+from __future__ import annotations
+
+import re
+import types
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import ROOT
+from fake_gpu import install_fake_gpus
+from fake_gpu_power import PowerGPU, expected_limit, install_power_gpu
+from omegaconf import OmegaConf
+from test_power_limit import (  # noqa: F401 - the autouse fixtures apply here too
+    LIMITS,
+    LONG_EPOCH,
+    TUNE,
+    ORIGINAL_mW,
+    _run,
+    atexit_guard,
+    real_tuning_on_the_fake_gpu,
+)
+from zeus.device.gpu import ZeusGPUNotSupportedError
+
+from wattwise.optim.base import EnergyMethod, NotApplicableError
+from wattwise.optim.power_limit import PowerLimitTuner
+from wattwise.optim.registry import OPTIM_DIR, MethodInfo
+from wattwise.train import build
+from wattwise.utils.errors import ConfigError
+
+
+def _fit(cfg) -> None:  # noqa: ANN001
+    """`trainer.fit` as train() calls it (train() decides how a NotApplicableError is reported)."""
+    parts = build(cfg)
+    parts["trainer"].fit(parts["module"], datamodule=parts["datamodule"])
+
+
+# ---- the contract ---------------------------------------------------------------------------------
+def test_it_is_a_registered_energy_method_that_needs_the_energy_monitor():
+    assert issubclass(PowerLimitTuner, EnergyMethod)
+    # registered as the registry reads it: conf/optim/power.yaml's callbacks.power._target_
+    path = OPTIM_DIR / "power.yaml"
+    target = OmegaConf.select(OmegaConf.load(path), "callbacks.power._target_")
+    assert MethodInfo("power", target, path).load_class() is PowerLimitTuner
+    assert (PowerLimitTuner.name, PowerLimitTuner.figure_prefix) == ("power", "power/")
+    assert "power/status" in PowerLimitTuner.summary_keys
+    assert "green" in PowerLimitTuner.recipes
+    tuner = PowerLimitTuner()
+    assert tuner.requirements() == frozenset({"energy"})
+    assert tuner.if_not_applicable == "fail" and tuner.state_key == "wattwise.power"
+
+
+def test_if_not_applicable_must_be_fail_or_skip():
+    with pytest.raises(ConfigError, match=r"^callbacks\.power\.if_not_applicable must be fail or skip"):
+        PowerLimitTuner(if_not_applicable="ignore")
+
+
+def test_report_rows_say_what_it_did_or_why_it_stepped_aside():
+    assert PowerLimitTuner.report_rows({"power/status": "tuned", "power/limit_W": 250}) == [
+        ("power limit (power)", "tuned, 250 W")
+    ]
+    assert PowerLimitTuner.report_rows({"power/status": "no_permission"}) == [
+        ("power limit (power)", "no_permission")
+    ]
+    skipped = {"power/status": "skipped", "power/skipped": "no GPU visible to Zeus (no_gpu)"}
+    assert PowerLimitTuner.report_rows(skipped) == [("power", "skipped: no GPU visible to Zeus (no_gpu)")]
+    assert PowerLimitTuner.report_rows({}) == []
+
+
+# ---- stepping aside -------------------------------------------------------------------------------
+def test_cpu_only_fit_with_fail_raises_one_line_naming_callbacks_power(make_cfg):
+    cfg = make_cfg("+optim=power", "trainer=cpu")
+    assert cfg.callbacks.power.if_not_applicable == "fail"  # the default when asked for by name
+    with install_fake_gpus([]), pytest.raises(NotApplicableError) as info:  # Zeus sees no GPU
+        _fit(cfg)
+    message = str(info.value)
+    assert "\n" not in message and "no_gpu" in message
+    assert "callbacks.power.if_not_applicable=skip" in message and "+optim=power" in message
+
+
+def test_too_short_epochs_fail_by_default_before_any_limit_changes(make_cfg):
+    gpu = PowerGPU(limit_W=275)
+    cfg = make_cfg(*TUNE, "trainer.limit_train_batches=2")
+    with install_power_gpu(gpu), pytest.raises(NotApplicableError, match="epoch_too_short"):
+        _fit(cfg)
+    assert gpu.limit_history == [] and gpu.persistence_history == [] and gpu.limit_mW == 275_000
+
+
+def _stub_trainer(device: str) -> types.SimpleNamespace:
+    """Just what on_fit_start reads: the callbacks (no energy monitor here) and the device."""
+    return types.SimpleNamespace(
+        callbacks=[], strategy=types.SimpleNamespace(root_device=torch.device(device)), is_global_zero=True
+    )
+
+
+@pytest.mark.parametrize("device, reason", [("cuda", "no_meter"), ("cpu", "no_gpu")])
+def test_without_the_zeus_meter_it_steps_aside_with_the_reason(device, reason):
+    with pytest.raises(NotApplicableError, match=reason):
+        PowerLimitTuner().on_fit_start(_stub_trainer(device), None)
+    tuner = PowerLimitTuner(if_not_applicable="skip")
+    tuner.on_fit_start(_stub_trainer(device), None)
+    figures = tuner.summary_figures()
+    assert figures["power/status"] == "skipped" and figures["power/reason"] == reason
+    assert reason in figures["power/skipped"] and "power/limit_W" not in figures
+
+
+class NoPowerManagementGPU(PowerGPU):
+    """A GPU whose driver reports no power management (Zeus's not-supported error)."""
+
+    def get_power_management_limit(self) -> int:
+        raise ZeusGPUNotSupportedError("power management not supported (fake GPU)")
+
+
+def test_unreadable_power_limits_with_skip_train_on_without_it(make_cfg):
+    gpu = NoPowerManagementGPU(limit_W=275)
+    s = _run(make_cfg, gpu, *LONG_EPOCH, "callbacks.power.if_not_applicable=skip")
+    assert s["status"] == "completed" and s["power/status"] == "skipped"
+    assert s["power/reason"] == "no_power_limits" and "not supported" in s["power/skipped"]
+    assert gpu.limit_history == [] and gpu.persistence_history == []
+
+
+# ---- structure changes ------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "announce, reprofile_on_change, reprofiles",
+    [(True, True, 1), (False, True, 0), (True, False, 0)],
+    ids=["announced", "not-announced", "reprofile-off"],
+)
+def test_an_announced_structure_change_restarts_profiling(
+    make_cfg, announce, reprofile_on_change, reprofiles
+):
+    gpu = PowerGPU(limit_W=275)
+    s = _run(
+        make_cfg,
+        gpu,
+        *LONG_EPOCH,
+        "trainer.max_epochs=2",
+        "callbacks.power.selector=energy",
+        f"callbacks.power.reprofile_on_change={str(reprofile_on_change).lower()}",
+        "+callbacks.prune._target_=fake_gpu_power.ReshapeNetAt",
+        "+callbacks.prune.epoch=0",
+        f"+callbacks.prune.announce={str(announce).lower()}",
+    )
+    assert s["status"] == "completed" and s["power/status"] == "tuned"
+    assert s.get("power/reprofiles", 0) == reprofiles
+    assert gpu.limit_history.count(300_000) == 1 + reprofiles  # each profile starts at the highest limit
+    assert s["power/limit_W"] == expected_limit("energy", LIMITS) and gpu.limit_mW == ORIGINAL_mW
+
+
+# ---- the Zeus boundary --------------------------------------------------------------------------------
+ZEUS_IMPORT = re.compile(r"^\s*(import zeus\b|from zeus\b)", re.MULTILINE)
+ALLOWED = {"src/wattwise/optim/power/zeus_adapter.py", "src/wattwise/energy/meter.py"}
+
+
+def test_only_the_adapter_and_the_energy_meter_import_zeus():
+    src = ROOT / "src" / "wattwise"
+    importers = {
+        str(path.relative_to(ROOT)) for path in src.rglob("*.py") if ZEUS_IMPORT.search(path.read_text())
+    }
+    assert importers - ALLOWED == set(), "import Zeus through wattwise.optim.power.zeus_adapter"
+    assert "src/wattwise/optim/power/zeus_adapter.py" in importers  # the pattern does find imports
+    doc = (src / "optim" / "power" / "zeus_adapter.py").read_text()
+    assert "0.16.0" in doc.split('"""')[1]  # the docstring names the Zeus version it was checked with
+
+
+def test_importing_the_method_does_not_import_zeus():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, wattwise.optim.power_limit; print(any(m.split('.')[0] == 'zeus' for m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"PYTHONPATH": str(Path(ROOT / "src")), "PATH": ""},
+    )
+    assert out.stdout.strip() == "False"
