@@ -1,9 +1,10 @@
-"""The standard energy benchmark: the quick variant runs end to end and writes its table (no timings)."""
+"""The standard energy benchmark: variants, pairing, per-epoch records, verdicts, the quick run end to end."""
 
 from __future__ import annotations
 
 import importlib.util
 import json
+import math
 import subprocess
 import sys
 
@@ -12,96 +13,144 @@ from conftest import ROOT
 
 
 def _load_bench():
+    if "energy_bench" in sys.modules:
+        return sys.modules["energy_bench"]
     spec = importlib.util.spec_from_file_location("energy_bench", ROOT / "bench" / "energy_bench.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules["energy_bench"] = module
     spec.loader.exec_module(module)
     return module
 
 
-def test_options_are_discovered_from_conf():
-    bench = _load_bench()
-    options = bench.discover_options()
-    on_disk = {p.stem for p in (ROOT / "conf" / "optim").glob("*.yaml")}
-    assert set(options) == on_disk and "amp" in options
-    assert options[-1] == "green"  # the combination comes after the options it combines
+bench = _load_bench()
 
 
-def test_ratios_are_paired_per_round():
-    bench = _load_bench()
-    records = [
-        # round 0: the machine is fast; round 1: twice as slow. The variant is 0.5x its baseline in both.
-        {"workload": "w", "variant": "baseline", "round": 0, "status": "completed", "energy/total_J": 10.0,
-         "time/train_s": 1.0, "test/acc": 0.90, "energy/J_per_sample": 0.01, "energy/source": "estimate"},
-        {"workload": "w", "variant": "x", "round": 0, "status": "completed", "energy/total_J": 5.0,
-         "time/train_s": 0.5, "test/acc": 0.89, "energy/J_per_sample": 0.005, "energy/source": "estimate"},
-        {"workload": "w", "variant": "baseline", "round": 1, "status": "completed", "energy/total_J": 20.0,
-         "time/train_s": 2.0, "test/acc": 0.90, "energy/J_per_sample": 0.02, "energy/source": "estimate"},
-        {"workload": "w", "variant": "x", "round": 1, "status": "completed", "energy/total_J": 10.0,
-         "time/train_s": 1.0, "test/acc": 0.89, "energy/J_per_sample": 0.01, "energy/source": "estimate"},
-        {"workload": "w", "variant": "broken", "round": 0, "status": "failed", "error": "ValueError: bad"},
-    ]  # fmt: skip
-    rows = {r["variant"]: r for r in bench.summarise(records, ["baseline", "x", "broken"])}
-    assert rows["x"]["energy_x"] == pytest.approx(0.5)  # ratio of medians would say 7.5/15 too, but
-    assert rows["x"]["time_x"] == pytest.approx(0.5)  # pairing is what survives a drifting machine
-    assert rows["x"]["acc_delta_pt"] == pytest.approx(-1.0)
-    assert rows["baseline"]["energy_x"] == pytest.approx(1.0)
-    assert rows["broken"]["runs"] == "0/1" and "bad" in rows["broken"]["error"]
-    table = bench.markdown_table(list(rows.values()))
-    assert "failed: ValueError: bad" in table
+def test_variants_are_baseline_lightning_each_method_and_the_recipes():
+    variants = bench.default_variants()
+    methods, recipes = bench.discover_methods()
+    assert variants[:2] == ["baseline", "lightning"] and variants[-len(recipes) :] == recipes
+    assert "green" in recipes and "green" not in methods and "amp" in methods
+    on_disk = {p.stem for p in (ROOT / "src" / "wattwise" / "conf" / "optim").glob("*.yaml")}
+    assert set(methods) <= on_disk
 
 
-def test_energy_figures_cover_the_whole_fit_when_the_best_checkpoint_is_early(make_cfg):
-    """The bench compares summary.json totals: testing the best checkpoint must not roll them back."""
-    from wattwise.train import train
+@pytest.mark.parametrize(("bf16", "precision"), [(True, "bf16-mixed"), (False, "32-true")])
+def test_the_lightning_variant_uses_bf16_only_where_the_hardware_has_it(monkeypatch, bf16, precision):
+    monkeypatch.setattr(bench, "native_bf16", lambda: bf16)
+    overrides = bench.variant_overrides("lightning")
+    assert f"trainer.precision={precision}" in overrides and "optim=[]" in overrides
+    assert "+callbacks.lightning_es._target_=lightning.pytorch.callbacks.EarlyStopping" in overrides
+    assert "+callbacks.lightning_es.patience=3" in overrides  # Lightning's documented default
 
-    cfg = make_cfg(
-        "trainer.max_epochs=3",
-        "energy=estimate",
-        "callbacks.model_checkpoint.monitor=epoch",  # best = the first epoch, always
-        "callbacks.model_checkpoint.mode=min",
+
+def test_the_lightning_variant_composes_with_lightnings_early_stopping(monkeypatch, tmp_path):
+    from hydra.utils import instantiate
+    from lightning.pytorch.callbacks import EarlyStopping
+
+    from wattwise.utils.compose import compose_run_config
+
+    monkeypatch.setattr(bench, "native_bf16", lambda: False)
+    cfg = compose_run_config(["data=mnist1d", *bench.variant_overrides("lightning")], tmp_path / "run")
+    es = instantiate(cfg.callbacks.lightning_es)
+    assert isinstance(es, EarlyStopping) and es.monitor == "val/acc" and es.mode == "max" and es.patience == 3
+    assert cfg.trainer.precision == "32-true"
+    assert bench.variant_overrides("baseline")[0] == "optim=[]"
+    assert bench.variant_overrides("amp") == ["+optim=amp"]
+
+
+def test_the_order_of_variants_rotates_per_seed():
+    v = ["a", "b", "c"]
+    assert [bench.rotated(v, s) for s in range(4)] == [v, ["b", "c", "a"], ["c", "a", "b"], v]
+
+
+def test_the_per_epoch_record_is_read_from_the_csv_logger(tmp_path):
+    d = tmp_path / "csv"
+    d.mkdir()
+    (d / "metrics.csv").write_text(
+        "energy/total_J,epoch,step,val/acc\n"
+        ",0,10,0.5\n"  # validation row
+        "4.0,0,10,\n"  # epoch-end row of the same epoch
+        ",1,20,0.8\n"
+        "9.0,1,20,\n"
+        ",,20,\n"  # a row without an epoch (e.g. test) is ignored
     )
-    train(cfg)
-    s = json.loads((ROOT / cfg.paths.output_dir / "summary.json").read_text())
-    assert s["epochs"] == 3 and s["status"] == "completed"
-    samples = s["energy/total_J"] / s["energy/J_per_sample"]
-    assert samples == pytest.approx(3 * 3 * 64)  # 3 epochs x 3 batches x 64, not the first epoch's 192
+    assert bench.read_curve(tmp_path) == [(0, 0.5, 4.0), (1, 0.8, 9.0)]
+    assert bench.read_curve(tmp_path / "missing") == []
+
+
+def _run(variant, seed, energy, acc, ett, status="completed"):
+    run = {"task": "t", "variant": variant, "seed": seed, "status": status, "energy/total_J": energy}
+    run.update({"test/acc": acc, "ett_J": ett, "energy/J_per_sample": 0.001, "time/train_s": 1.0})
+    run.update({"epochs": 5, "energy/source": "estimate"})
+    if status != "completed":
+        run["error"] = "ValueError: bad"
+    return run
+
+
+def test_summaries_are_paired_and_count_failed_and_not_reached_runs():
+    records = [
+        # seed 1 runs on a machine twice as slow; green is 0.5x its own seed's baseline both times
+        _run("baseline", 0, 10.0, 0.90, 6.0), _run("baseline", 1, 20.0, 0.90, 12.0),
+        _run("lightning", 0, 8.0, 0.90, 6.0), _run("lightning", 1, 16.0, 0.90, 12.0),
+        _run("green", 0, 5.0, 0.898, 3.0), _run("green", 1, 10.0, 0.896, None),  # seed 1 never got there
+        _run("broken", 0, None, None, None, status="failed"),
+    ]  # fmt: skip
+    rows = {r["variant"]: r for r in bench.summarise(records, ["baseline", "lightning", "green", "broken"])}
+    g = rows["green"]
+    assert g["energy_x"].value == pytest.approx(0.5) and g["energy_x"].low == pytest.approx(0.5)
+    assert g["energy_vs_lightning"].value == pytest.approx(0.625)
+    assert g["acc_delta_pt"].value == pytest.approx(-0.3)
+    assert g["not_reached"] == 1 and g["ett_x"].n == 2 and math.isinf(g["ett_x"].high)
+    assert rows["broken"]["failed"] == 1 and rows["broken"]["ok"] == 0
+    table = bench.markdown_table(list(rows.values()))
+    assert "failed: ValueError: bad" in table and "(ESTIMATE)" in table
+    lines = bench.verdicts(list(rows.values()), {"t": bench.Task(("data=mnist1d",), "conv", 0.9, 3, "-")})
+    head = "green energy as configured <= 0.5x baseline, <= 0.5 pt lost | t | green"
+    assert any(line.startswith("PASS") and head in line for line in lines)
+    assert any(line.startswith("PASS") and "0.8x lightning" in line for line in lines)  # 0.625x
+    # to target: 0.5x in seed 0, never in seed 1: the median of [0.5, inf] is not reached
+    assert any(line.startswith("FAIL") and "to target <= 0.7x" in line for line in lines)
+    assert any("1/2 runs never reached the target" in line for line in lines)
+
+
+def test_targets_are_fixed_once_per_task_below_the_papers_figures():
+    assert set(bench.TASKS) == {"mnist1d+cnn1d", "mnist1d+gru", "tabular+mlp"}
+    assert {t.kind for t in bench.TASKS.values()} == {"conv", "sequence", "tabular"}
+    for t in bench.TASKS.values():
+        assert 0 < t.target < int(t.paper.split()[-1].rstrip("%")) / 100
+    docs = (ROOT / "docs" / "bench.md").read_text()
+    for name, t in bench.TASKS.items():
+        assert f"| {name} |" in docs and f"{100 * t.target:.0f}%" in docs
 
 
 @pytest.mark.slow
-def test_quick_bench_writes_its_table(tmp_path):
-    out = tmp_path / "bench.md"
+def test_quick_bench_writes_its_tables_and_figures(tmp_path):
+    out = tmp_path / "out" / "bench.md"
     proc = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "energy_bench.py"), "--quick", "--out", str(out)],
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=400,
         cwd=tmp_path,
     )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "estimate: ~" in proc.stdout.split("[1/")[0]  # the estimate comes before the first run
     text = out.read_text()
-    assert text in proc.stdout  # the same table is printed
-    assert "energy source: estimate (an ESTIMATE, not a measurement)" in text
-    header = next(line for line in text.splitlines() if line.startswith("| workload"))
-    for column in (
-        "energy J",
-        "mJ/sample",
-        "time s",
-        "test acc %",
-        "energy x",
-        "time x",
-        "Δacc pt",
-        "energy source",
-    ):
-        assert column in header
-    bench = _load_bench()
-    variants = ["baseline", *bench.discover_options()]
-    rows = [line for line in text.splitlines() if line.startswith("| digits")]
-    assert len(rows) == 2 * len(variants)
-    for workload in ("digits+mlp", "digits+cnn"):
-        for variant in variants:
-            row = next(r for r in rows if r.startswith(f"| {workload} | {variant} |"))
-            cells = [c.strip() for c in row.strip("|").split("|")]
-            assert cells[2] == "1/1", row  # the run completed
-            assert float(cells[3]) > 0 and cells[-1] == "estimate"
+    assert "an ESTIMATE" in text and "threads pinned: torch.set_num_threads(1)" in text
+    variants = bench.default_variants()
+    rows = [
+        line for line in text.splitlines() if line.startswith("| mnist1d") or line.startswith("| tabular")
+    ]
+    rows = [r for r in rows if r.split("|")[2].strip() in variants]
+    assert len(rows) == len(bench.TASKS) * len(variants)
+    for task in bench.TASKS:
+        base = next(r for r in rows if r.startswith(f"| {task} | baseline |"))
+        assert [c.strip() for c in base.strip("|").split("|")][2] == "1/1", base
     raw = json.loads(out.with_suffix(".json").read_text())
-    assert len(raw["runs"]) == 2 * len(variants)
+    assert len(raw["runs"]) == len(bench.TASKS) * len(variants)
+    assert all(r["curve"] for r in raw["runs"] if r["status"] == "completed")  # per-epoch records read
+    assert out.with_suffix(".csv").read_text().startswith("task,variant,runs,ok,failed,not_reached")
+    for suffix in ("-pareto.png", "-curves.png"):
+        assert (out.parent / f"{out.stem}{suffix}").stat().st_size > 1000
+    assert "### Verdicts" in text and any(w in text for w in ("PASS", "FAIL", "n.a."))
+    assert list((tmp_path / "data" / "mnist1d").glob("*.npz"))  # generated once, into the cache
