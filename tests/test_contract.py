@@ -249,4 +249,6 @@ def test_runs_are_labelled_from_the_registry(tmp_path, overrides, label):
 def test_sweep_and_search_space_read_the_registry():
     choices = registry.sweep_choices()
     assert choices[0] == "[]" and all(f"[{m}]" in choices for m in METHODS) and "[green]" in choices
-    assert registry.optim_search_space() == "choice(" + ", ".join(choices) + ")"
+    search = registry.search_choices()
+    assert set(choices) <= set(search) and "[amp,prune]" in search  # the search adds every pair
+    assert registry.optim_search_space() == "choice(" + ", ".join(search) + ")"

@@ -141,9 +141,9 @@ def test_an_announced_structure_change_restarts_profiling(
         "trainer.max_epochs=2",
         "callbacks.power.selector=energy",
         f"callbacks.power.reprofile_on_change={str(reprofile_on_change).lower()}",
-        "+callbacks.prune._target_=fake_gpu_power.ReshapeNetAt",
-        "+callbacks.prune.epoch=0",
-        f"+callbacks.prune.announce={str(announce).lower()}",
+        "+callbacks.reshape._target_=fake_gpu_power.ReshapeNetAt",
+        "+callbacks.reshape.epoch=0",
+        f"+callbacks.reshape.announce={str(announce).lower()}",
     )
     assert s["status"] == "completed" and s["power/status"] == "tuned"
     assert s.get("power/reprofiles", 0) == reprofiles
