@@ -249,8 +249,8 @@ def test_reprofiles_when_the_net_changes_shape(make_cfg):
         *LONG_EPOCH,
         "trainer.max_epochs=2",
         "callbacks.power.selector=energy",
-        "+callbacks.prune._target_=fake_gpu_power.ReshapeNetAt",
-        "+callbacks.prune.epoch=0",
+        "+callbacks.reshape._target_=fake_gpu_power.ReshapeNetAt",
+        "+callbacks.reshape.epoch=0",
     )
     assert s["power/status"] == "tuned" and s["power/reprofiles"] == 1
     assert gpu.limit_history.count(300_000) == 2  # profiled twice, highest limit first each time

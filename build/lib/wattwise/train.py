@@ -121,6 +121,12 @@ def _finish_loggers(loggers: dict[str, Any], status: str) -> None:
         wandb.finish(exit_code=0 if status == "completed" else 1)
 
 
+def torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
 def train(cfg: DictConfig) -> Any:
     from wattwise.optim.registry import run_label
     from wattwise.utils.report import format_report
@@ -131,6 +137,9 @@ def train(cfg: DictConfig) -> Any:
 
     import lightning as L
 
+    from wattwise.utils.threads import apply_threads
+
+    threads = apply_threads(cfg.get("cpu_threads", "auto"))
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True, verbose=False)
     parts = build(cfg)
@@ -150,6 +159,8 @@ def train(cfg: DictConfig) -> Any:
         "optim": run_label(cfg),
         "overrides": overrides,
         "seed": cfg.get("seed"),
+        "cpu_threads": torch_threads(),
+        "cpu_threads_reason": threads.reason,
         "config_path": str(config_path) if config_path.exists() else None,
         "grid_gCO2_per_kWh": cfg.energy.grid_gCO2_per_kWh if cfg.get("energy") else None,
         "versions": versions(),

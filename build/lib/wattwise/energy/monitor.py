@@ -261,7 +261,7 @@ class EnergyMonitor(L.Callback):
         return self.meter.source if self.meter else self.mode
 
     def summary_figures(self) -> dict[str, Any]:
-        """The contract's energy metrics so far (names as in DESIGN.md)."""
+        """The energy metrics so far, under the names in the README's metric table."""
         out: dict[str, Any] = {"energy/source": self.source, "time/train_s": self.time_s}
         if self.total_J is None:
             return out

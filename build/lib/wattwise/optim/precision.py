@@ -12,11 +12,20 @@ What it does
 What it saves
     Fewer joules per sample through faster steps at lower power. On one H100, ResNet-18 at
     batch 256: 85.9 mJ/sample in strict fp32, 27.9 with TF32, 18.4 with bf16 autocast,
-    13.0 with bf16 + channels_last (shared/anchors/h100-energy-probe.md). See docs/amp.md
+    13.0 with bf16 + channels_last (an H100 probe made for this project; docs/amp.md). See docs/amp.md
     and bench/RESULTS.md for this project's own figures.
 What it costs
     bf16 keeps 8 mantissa bits: accuracy is usually unchanged, but check it on your task.
     fp16 can overflow: the loss scaler then skips the step (counted as `amp/skipped_steps`).
+Measured, not assumed
+    Whether mixed precision pays depends on the net as much as on the hardware: on a CPU with
+    native bf16 it saved energy on a CNN and a small Transformer but made a GRU 1.57x dearer
+    (recurrent kernels gain nothing from bf16 there). So with `precision: auto`, where the
+    hardware table offers a mixed precision, the first steps of the fit try it and 32-true for
+    `measure_steps` steps each (after one warm-up step each), read the energy of each trial
+    through the run's energy monitor (wall time where the monitor reads nothing that short), and
+    the fit goes on with the cheaper; `amp/measured` holds what was measured. A forced
+    precision, or `measure_steps: 0`, skips the trial.
 When not to use it
     On a CPU without native bf16: emulated bf16 is slower (2x for an MLP, 15x for a small CNN
     on an AVX2-only EPYC), so `auto` keeps 32-true there. Models that need fp32 range
@@ -36,6 +45,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from typing import Any
 
 import lightning as L
@@ -159,6 +169,8 @@ class AutoMixedPrecision(EnergyMethod):
         max_nonfinite_steps: stop (raise NonFiniteLossError) once the training loss has been
             NaN/inf for this many consecutive steps; 0 disables the check. The count lives on the
             device and is read once every this many steps, never per step.
+        measure_steps: with `precision: auto`, steps each candidate precision is measured for at
+            fit start before the cheaper is kept (0: trust the hardware table).
         if_not_applicable: `fail` or `skip` (see optim/base.py); amp applies to every net.
     """
 
@@ -176,10 +188,13 @@ class AutoMixedPrecision(EnergyMethod):
         tf32: bool = True,
         channels_last: bool = True,
         max_nonfinite_steps: int = 20,
+        measure_steps: int = 4,
         if_not_applicable: str = "fail",
     ) -> None:
         super().__init__(if_not_applicable)
         _check_precision(precision)
+        if isinstance(measure_steps, bool) or not isinstance(measure_steps, int) or measure_steps < 0:
+            raise ConfigError(f"callbacks.amp.measure_steps must be an integer >= 0, got {measure_steps!r}")
         if isinstance(max_nonfinite_steps, bool) or not isinstance(max_nonfinite_steps, int):
             raise ConfigError(
                 f"callbacks.amp.max_nonfinite_steps must be an integer >= 0, got {max_nonfinite_steps!r}"
@@ -190,7 +205,16 @@ class AutoMixedPrecision(EnergyMethod):
         self.tf32 = bool(tf32)
         self.channels_last = bool(channels_last)
         self.max_nonfinite_steps = max_nonfinite_steps
+        self.measure_steps = measure_steps
         self.chosen_precision: str | None = None
+        self.measured: dict[str, float] = {}  # candidate precision -> cost per step
+        self.measure_unit: str | None = None  # "J/step" or "s/step"
+        self.measure_note: str | None = None  # why nothing was measured, when it was not
+        self._trial: list[str] = []  # candidates still to measure, the one running first
+        self._trial_step = 0
+        self._trial_start = 0.0
+        self._trial_costs: dict[str, tuple[float | None, float]] = {}  # candidate -> (J, s) per step
+        self._resumed_choice: str | None = None
         self.tf32_enabled = False
         self.channels_last_enabled = False
         self._saved_tf32: tuple[bool, bool, str] | None = None
@@ -217,6 +241,101 @@ class AutoMixedPrecision(EnergyMethod):
         self, trainer: L.Trainer, pl_module: L.LightningModule, change: StructureChange
     ) -> None:
         self._relayout = self.channels_last_enabled  # rebuilt layers get channels_last at the next batch
+
+    # ---- measuring the candidates at fit start ------------------------------------------------
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._resumed_choice is not None:  # decided before the checkpoint: keep that choice
+            self._use(trainer, self._resumed_choice)
+            return
+        if self.precision != "auto" or self.measure_steps == 0 or self.chosen_precision == "32-true":
+            return
+        candidates = [str(self.chosen_precision), "32-true"]
+        need = len(candidates) * (self.measure_steps + 1)
+        batches = trainer.num_training_batches
+        if math.isfinite(batches) and batches < need:
+            self.measure_note = f"not measured: {int(batches)} batches per epoch, {need} needed"
+            log.info("amp: %s; keeping %s", self.measure_note, self.chosen_precision)
+            return
+        self._trial, self._trial_step = candidates, 0
+
+    def _use(self, trainer: L.Trainer, choice: str) -> None:
+        """Switch the Trainer's precision plugin between steps (safe for these plugins: no state)."""
+        from lightning.pytorch.plugins.precision import MixedPrecision, Precision
+
+        if str(trainer.precision) == choice:
+            self.chosen_precision = choice
+            return
+        device = trainer.strategy.root_device.type
+        if choice == "32-true":
+            plugin = Precision()
+        elif choice == "16-mixed":
+            plugin = MixedPrecision("16-mixed", device, scaler=torch.amp.GradScaler(device))
+        else:
+            plugin = MixedPrecision(choice, device)
+        trainer.strategy.precision_plugin = plugin
+        self.chosen_precision = choice
+
+    def _sync(self, trainer: L.Trainer) -> None:
+        if trainer.strategy.root_device.type == "cuda":
+            torch.cuda.synchronize(trainer.strategy.root_device)
+
+    def _meter(self, trainer: L.Trainer) -> Any:
+        from wattwise.energy.monitor import find_energy_monitor
+
+        meter = getattr(find_energy_monitor(trainer), "meter", None)
+        return meter if meter is not None and meter.source != "off" else None
+
+    def _begin_trial(self, trainer: L.Trainer) -> None:
+        self._sync(trainer)
+        if (meter := self._meter(trainer)) is not None:
+            meter.begin("wattwise.amp.trial")
+        self._trial_start = time.perf_counter()
+
+    def _end_trial(self, trainer: L.Trainer) -> tuple[float | None, float]:
+        """(joules, seconds) per measured step of the trial that just ended."""
+        self._sync(trainer)
+        seconds = (time.perf_counter() - self._trial_start) / self.measure_steps
+        meter = self._meter(trainer)
+        joules = meter.end("wattwise.amp.trial").total_J if meter is not None else None
+        return (joules / self.measure_steps if joules else None), seconds
+
+    def _trial_batch(self, trainer: L.Trainer) -> None:
+        """One step of the trial: warm-up, then `measure_steps` measured steps per candidate."""
+        k = self._trial_step
+        if k == 0:
+            self._use(trainer, self._trial[0])
+        elif k == 1:
+            self._begin_trial(trainer)
+        elif k == 1 + self.measure_steps:
+            self._trial_costs[self._trial.pop(0)] = self._end_trial(trainer)
+            self._trial_step = 0
+            if self._trial:
+                self._trial_batch(trainer)  # the next candidate starts with this step
+                return
+            self._decide(trainer)
+            return
+        self._trial_step += 1
+
+    def _decide(self, trainer: L.Trainer) -> None:
+        """Keep the cheaper: by energy where every trial read some, else by time per step."""
+        by_energy = all(j for j, _ in self._trial_costs.values())
+        self.measure_unit = "J/step" if by_energy else "s/step"
+        self.measured = {p: (j if by_energy else sec) for p, (j, sec) in self._trial_costs.items()}
+        choice = min(self.measured, key=self.measured.get)
+        choice = trainer.strategy.broadcast(choice, src=0)  # every rank trains at rank 0's choice
+        self._use(trainer, choice)
+        if trainer.is_global_zero:
+            text = ", ".join(f"{p} {v:.4g} {self.measure_unit}" for p, v in self.measured.items())
+            log.info("amp: measured %s: training on in %s", text, choice)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The precision chosen (measured or not), so a resumed run keeps it without measuring again."""
+        decided = not self._trial and self.chosen_precision is not None
+        return {"precision": self.chosen_precision if decided else None, "measured": dict(self.measured)}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._resumed_choice = state_dict.get("precision")
+        self.measured = dict(state_dict.get("measured") or {})
 
     # ---- set-up and tear-down -------------------------------------------------------------
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
@@ -265,6 +384,8 @@ class AutoMixedPrecision(EnergyMethod):
             pl_module.to(memory_format=torch.channels_last)
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:  # noqa: ANN001
+        if self._trial:
+            self._trial_batch(trainer)
         # After a structure change, at the next batch (after every epoch-start hook): cheap, a
         # no-op for tensors already NHWC, and parameters stay the optimizer's objects.
         if self._relayout:
@@ -367,6 +488,8 @@ class AutoMixedPrecision(EnergyMethod):
     def method_figures(self) -> dict[str, Any]:
         out: dict[str, Any] = {
             "amp/precision": self.chosen_precision,
+            "amp/measured": dict(self.measured) or self.measure_note,
+            "amp/measure_unit": self.measure_unit,
             "amp/tf32": self.tf32_enabled,
             "amp/channels_last": self.channels_last_enabled,
             "amp/nonfinite_steps": self.nonfinite_steps,
@@ -379,5 +502,9 @@ class AutoMixedPrecision(EnergyMethod):
     def report_rows(cls, summary: Any) -> list[tuple[str, str]]:
         rows = super().report_rows(summary)
         if summary.get("amp/precision") is not None:
-            rows.append(("precision (amp)", str(summary["amp/precision"])))
+            text = str(summary["amp/precision"])
+            measured, unit = summary.get("amp/measured"), summary.get("amp/measure_unit")
+            if isinstance(measured, dict) and measured:
+                text += " (measured " + ", ".join(f"{p} {v:.3g} {unit}" for p, v in measured.items()) + ")"
+            rows.append(("precision (amp)", text))
         return rows

@@ -20,9 +20,12 @@ What it costs
     (a forward trace plus an importance ranking: milliseconds for small nets), one MACs count per
     prune. Taylor importance keeps one extra copy of the gradients during the epoch before a prune.
 When not to use it
-    Nets torch-pruning cannot trace (it fails at fit start with a message), very short runs where
-    no epoch is left after the schedule to recover, FSDP/DeepSpeed (refused at fit start), and
-    when the test metric must come from an unpruned net.
+    Nets it does not apply to: under `min_base_macs`, untraceable by torch-pruning, or with no
+    prunable channel group (a GRU), and FSDP/DeepSpeed. There it steps aside at fit start: one
+    line naming the key with `if_not_applicable=fail` (the default), or the run goes on unpruned
+    with `prune/status: skipped` and the reason with `skip` (what `green` sets). Also very short
+    runs where no epoch is left after the schedule to recover, and when the test metric must come
+    from an unpruned net.
 How it composes
     With AMP/bf16 (importance is read from fp32 master weights; the optimizer object and its
     precision plugin are kept), early stopping (it only changes the architecture at epoch starts;
@@ -31,10 +34,16 @@ How it composes
     indices chosen on rank 0; the DDP wrapper is rebuilt), and torch.compile (the compiler is reset
     after a prune so the new shapes recompile instead of silently falling back to eager).
 
-Correctness after a prune (the traps in shared/notes/field-notes.md):
-    train/eval mode of every submodule is restored; the optimizer keeps the same object (so the
-    LR scheduler and precision plugin go on unchanged) with each pruned parameter swapped for its
-    new tensor and its momentum/Adam state sliced like the weight; frozen parameters stay frozen.
+Correctness after a prune:
+    train/eval mode of every submodule is restored (building a pruner and pruning leave the net
+    in eval mode); the optimizer keeps the same object (so the LR scheduler and precision plugin
+    go on unchanged) with every parameter whose tensor changed (raw `nn.Parameter`s and an
+    attention's `out_proj` included) swapped for its new tensor, its momentum/Adam state cut with
+    the same index selections as the weight; frozen parameters stay frozen; attention heads keep
+    equal widths. The other callbacks hear of the new shape through `announce_structure_change`.
+    The net is traced with a couple of real samples (their dtype: int64 tokens work), read
+    without touching the global RNG. At fit end the best checkpoint's weights are exported
+    (`pruned_net.pt`, and `pruned_net.pt2` with a dynamic batch dimension).
     Checkpoints store every tensor's shape (`checkpoint["wattwise_structure"]`), and
     `ClassifierModule.on_load_checkpoint` calls `restore_structure` so `ckpt_path=...`,
     `trainer.test(ckpt_path="best")` and `load_from_checkpoint` rebuild the pruned architecture
@@ -47,109 +56,34 @@ from __future__ import annotations
 import copy
 import logging
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import lightning as L
 import torch
 from torch import nn
 
-from wattwise.optim.base import EnergyMethod
+from wattwise.optim.base import STATUS_ACTIVE, EnergyMethod, StructureChange, announce_structure_change
+from wattwise.optim.pruning import tp_adapter
+from wattwise.optim.pruning.export import export_net, net_from_checkpoint, submodule_prefix
+from wattwise.optim.pruning.inputs import example_input
+from wattwise.optim.pruning.schedule import SCHEDULES, schedule_ratios
+from wattwise.optim.pruning.structure import (
+    STRUCTURE_KEY,
+    modes,
+    restore_modes,
+    restore_structure,
+    tensor_shapes,
+)
+from wattwise.optim.pruning.surgery import keep_heads_equal, prune_group
+from wattwise.utils.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-STRUCTURE_KEY = "wattwise_structure"
-SCHEDULES = ("cubic", "linear")
 IMPORTANCES = ("magnitude", "taylor", "bn_scale")
 KEY = "callbacks.prune"
-
-
-# ---- architecture restore (used by ClassifierModule.on_load_checkpoint) --------------------------
-def tensor_shapes(module: nn.Module) -> dict[str, list[int]]:
-    """Shape of every parameter and buffer, by its state-dict name."""
-    out = {n: list(p.shape) for n, p in module.named_parameters()}
-    out.update({n: list(b.shape) for n, b in module.named_buffers()})
-    return out
-
-
-def _sync_attributes(mod: nn.Module) -> None:
-    """Make a resized layer's size attributes agree with its tensors."""
-    w = getattr(mod, "weight", None)
-    if isinstance(mod, nn.modules.conv._ConvNd) and w is not None:
-        if mod.transposed:
-            mod.in_channels, mod.out_channels = w.shape[0], w.shape[1] * mod.groups
-        else:
-            mod.out_channels, mod.in_channels = w.shape[0], w.shape[1] * mod.groups
-    elif isinstance(mod, nn.Linear) and w is not None:
-        mod.out_features, mod.in_features = w.shape[0], w.shape[1]
-    elif isinstance(mod, nn.modules.batchnorm._NormBase):
-        ref = w if w is not None else mod.running_mean
-        if ref is not None:
-            mod.num_features = ref.shape[0]
-    elif isinstance(mod, nn.GroupNorm) and w is not None:
-        mod.num_channels = w.shape[0]
-    elif isinstance(mod, nn.LayerNorm) and w is not None:
-        mod.normalized_shape = tuple(w.shape)
-
-
-def restore_structure(module: nn.Module, checkpoint: dict[str, Any]) -> bool:
-    """Resize `module`'s tensors to the shapes saved in `checkpoint` (before its weights load).
-
-    Works in both directions (a pruned net loading a wider checkpoint, a fresh net loading a
-    pruned one). The values are left uninitialised: the state dict that follows fills them.
-    Returns True when something was resized.
-    """
-    shapes: dict[str, list[int]] | None = checkpoint.get(STRUCTURE_KEY)
-    if not shapes:
-        return False
-    changed_any = False
-    for mod_name, mod in module.named_modules():
-        prefix = f"{mod_name}." if mod_name else ""
-        changed = False
-        for table, make in ((mod._parameters, "param"), (mod._buffers, "buffer")):
-            for name, t in list(table.items()):
-                shape = shapes.get(prefix + name)
-                if t is None or shape is None or list(t.shape) == list(shape):
-                    continue
-                new = torch.empty(shape, dtype=t.dtype, device=t.device)
-                table[name] = nn.Parameter(new, requires_grad=t.requires_grad) if make == "param" else new
-                changed = True
-        if changed:
-            _sync_attributes(mod)
-            changed_any = True
-    return changed_any
-
-
-# ---- the schedule --------------------------------------------------------------------------------
-def schedule_ratios(final_ratio: float, n_steps: int, kind: str = "cubic") -> list[float]:
-    """Cumulative channel ratio after k = 0..n_steps prunes (against the original widths).
-
-    cubic (Zhu & Gupta 2017): r_k = R (1 - (1 - k/n)^3), most channels go early while the net is
-    still plastic; linear: r_k = R k/n.
-    """
-    out = []
-    for k in range(n_steps + 1):
-        p = k / n_steps if n_steps else 1.0
-        out.append(final_ratio * (p if kind == "linear" else 1.0 - (1.0 - p) ** 3))
-    return out
-
-
-def _modes(net: nn.Module) -> dict[nn.Module, bool]:
-    return {m: m.training for m in net.modules()}
-
-
-def _restore_modes(modes: dict[nn.Module, bool]) -> None:
-    for m, training in modes.items():
-        m.training = training
-
-
-@torch.no_grad()
-def count_macs_params(net: nn.Module, example: torch.Tensor) -> tuple[int, int]:
-    import torch_pruning as tp
-
-    macs, params = tp.utils.count_ops_and_params(net, example)  # works on a deep copy
-    return int(macs), int(params)
+count_macs_params = tp_adapter.count_macs_params
 
 
 class StructuredPruning(EnergyMethod):
@@ -172,17 +106,30 @@ class StructuredPruning(EnergyMethod):
             early-stopping callbacks, so "best" refers to the final architecture and patience
             restarts while the net recovers.
         export_dir: where `pruned_net.pt` (and `pruned_net.pt2`) go at fit end (null: no export).
+            They hold the best checkpoint's weights when there is one (what test/acc measures).
         export_program: also write a `torch.export` program (loads without any wattwise code).
-        input_shape: (C, H, W) of one sample for tracing; null: the datamodule's `input_shape`.
+        input_shape: one sample's shape, to trace the net with float noise instead of real samples
+            (null: a couple of samples from the datamodule's loaders, in their own dtype).
         min_base_macs: do not prune a net with fewer MACs per sample than this (null: always
             prune). Below ~1e5 MACs a step is framework overhead, not arithmetic, so fewer MACs
             save nothing: the digits MLP (19 k MACs) measured 1.04x the energy and -1.1 points
             pruned. `green` sets it; `+optim=prune` alone prunes whatever it is given.
+        if_not_applicable: `fail` (stop with one line) or `skip` (train unpruned and say why) when
+            pruning does not apply: a net under `min_base_macs`, one torch-pruning cannot trace or
+            finds nothing to prune in (a GRU), FSDP/DeepSpeed.
     """
 
-    name = "prune"
-    figure_prefix = "prune/"
-    recipes = {"green": {"min_base_macs": 100000}}
+    name: ClassVar[str] = "prune"
+    figure_prefix: ClassVar[str] = "prune/"
+    summary_keys: ClassVar[tuple[str, ...]] = (
+        "prune/base_macs",
+        "prune/macs",
+        "prune/base_params",
+        "prune/params",
+        "prune/ratio",
+        "prune/macs_reduction",
+    )
+    recipes: ClassVar[dict[str, dict[str, Any]]] = {"green": {"min_base_macs": 100000}}
 
     def __init__(
         self,
@@ -203,35 +150,41 @@ class StructuredPruning(EnergyMethod):
         min_base_macs: float | None = None,
         if_not_applicable: str = "fail",
     ) -> None:
-        super().__init__(if_not_applicable)
+        super().__init__(if_not_applicable=if_not_applicable)
         if macs_reduction is None:
             if ratio is None or not (0.0 <= float(ratio) < 1.0):
-                raise ValueError(f"{KEY}.ratio must be in [0, 1), got {ratio}")
+                raise ConfigError(f"{KEY}.ratio must be in [0, 1), got {ratio}")
         elif not float(macs_reduction) > 1.0:
-            raise ValueError(
+            raise ConfigError(
                 f"{KEY}.macs_reduction must be > 1 (base MACs / final MACs), got {macs_reduction}"
             )
         if not isinstance(start_epoch, int) or start_epoch < 0:
-            raise ValueError(f"{KEY}.start_epoch must be an integer >= 0, got {start_epoch}")
+            raise ConfigError(f"{KEY}.start_epoch must be an integer >= 0, got {start_epoch}")
         if not isinstance(end_epoch, int) or end_epoch < start_epoch:
-            raise ValueError(
+            raise ConfigError(
                 f"{KEY}.end_epoch must be an integer >= {KEY}.start_epoch ({start_epoch}), got {end_epoch}"
             )
         if schedule not in SCHEDULES:
-            raise ValueError(f"{KEY}.schedule must be one of {list(SCHEDULES)}, got {schedule!r}")
+            raise ConfigError(f"{KEY}.schedule must be one of {list(SCHEDULES)}, got {schedule!r}")
         if importance not in IMPORTANCES:
-            raise ValueError(f"{KEY}.importance must be one of {list(IMPORTANCES)}, got {importance!r}")
+            raise ConfigError(f"{KEY}.importance must be one of {list(IMPORTANCES)}, got {importance!r}")
         if importance == "taylor" and start_epoch < 1:
-            raise ValueError(
+            raise ConfigError(
                 f"{KEY}.start_epoch must be >= 1 with importance=taylor (gradients are gathered in the "
                 f"epoch before a prune), got {start_epoch}"
             )
         if round_to is not None and (not isinstance(round_to, int) or round_to < 1):
-            raise ValueError(f"{KEY}.round_to must be a positive integer or null, got {round_to}")
+            raise ConfigError(f"{KEY}.round_to must be a positive integer or null, got {round_to}")
         if not (0.0 < float(max_layer_ratio) < 1.0):
-            raise ValueError(f"{KEY}.max_layer_ratio must be in (0, 1), got {max_layer_ratio}")
+            raise ConfigError(f"{KEY}.max_layer_ratio must be in (0, 1), got {max_layer_ratio}")
         if min_base_macs is not None and not float(min_base_macs) >= 0:
-            raise ValueError(f"{KEY}.min_base_macs must be >= 0 or null, got {min_base_macs}")
+            raise ConfigError(f"{KEY}.min_base_macs must be >= 0 or null, got {min_base_macs}")
+        if input_shape is not None and (
+            isinstance(input_shape, str) or not all(isinstance(d, int) and d > 0 for d in input_shape)
+        ):
+            raise ConfigError(
+                f"{KEY}.input_shape must be a list of positive integers or null, got {input_shape}"
+            )
         self.ratio = None if macs_reduction is not None else float(ratio)
         self.macs_reduction = None if macs_reduction is None else float(macs_reduction)
         self.start_epoch, self.end_epoch = start_epoch, end_epoch
@@ -255,20 +208,19 @@ class StructuredPruning(EnergyMethod):
         self.macs: int | None = None
         self.params: int | None = None
         self.history: list[dict[str, Any]] = []
-        self._init_channels: dict[str, tuple[int, int]] | None = None
-        self._scope_init: dict[str, int] | None = None
-        self._init_total: int | None = None
+        self._pruner_state: dict[str, Any] | None = None  # each layer's original width
         # runtime
         self.pruner: Any = None
         self._net: nn.Module | None = None
         self._example: torch.Tensor | None = None
         self._grad_acc: dict[nn.Parameter, torch.Tensor] = {}
-        self.exported: dict[str, str] = {}
+        self.exported: dict[str, Any] = {}
 
     # ---- checkpoint state -------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         if self.pruner is not None:
-            self._capture_pruner_state()
+            self._pruner_state = tp_adapter.capture_state(self.pruner, self._net)
+        st = self._pruner_state or {}
         return {
             "steps_done": self.steps_done,
             "final_ratio": self.final_ratio,
@@ -277,9 +229,9 @@ class StructuredPruning(EnergyMethod):
             "macs": self.macs,
             "params": self.params,
             "history": copy.deepcopy(self.history),
-            "init_channels": copy.deepcopy(self._init_channels),
-            "scope_init": copy.deepcopy(self._scope_init),
-            "init_total": self._init_total,
+            "init_channels": copy.deepcopy(st.get("init_channels")),
+            "scope_init": copy.deepcopy(st.get("scope_init")),
+            "init_total": st.get("init_total"),
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -288,9 +240,14 @@ class StructuredPruning(EnergyMethod):
         self.base_macs, self.base_params = state_dict["base_macs"], state_dict["base_params"]
         self.macs, self.params = state_dict["macs"], state_dict["params"]
         self.history = list(state_dict["history"])
-        self._init_channels = state_dict["init_channels"]
-        self._scope_init = state_dict["scope_init"]
-        self._init_total = state_dict["init_total"]
+        if state_dict.get("init_channels") is None:
+            self._pruner_state = None
+        else:
+            self._pruner_state = {
+                "init_channels": state_dict["init_channels"],
+                "scope_init": state_dict["scope_init"],
+                "init_total": state_dict["init_total"],
+            }
 
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
         checkpoint[STRUCTURE_KEY] = tensor_shapes(pl_module)
@@ -301,26 +258,13 @@ class StructuredPruning(EnergyMethod):
         net = getattr(pl_module, "net", None)
         return net if isinstance(net, nn.Module) else pl_module
 
-    def _example_input(self, trainer: L.Trainer, net: nn.Module) -> torch.Tensor:
-        shape = self.input_shape or getattr(trainer.datamodule, "input_shape", None)
-        if shape is None:
-            raise ValueError(
-                f"{KEY}.input_shape is needed: the datamodule has no `input_shape` to trace the net with"
-            )
-        ref = next(net.parameters())
-        dtype = ref.dtype if ref.dtype.is_floating_point else torch.float32
-        # A private generator: tracing must not consume the global RNG, or a pruned run would
-        # shuffle and initialise differently from its baseline, which confounds comparisons.
-        example = torch.randn(1, *shape, generator=torch.Generator().manual_seed(0))
-        return example.to(device=ref.device, dtype=dtype)
-
     def _ignored(self, net: nn.Module, num_classes: int | None) -> list[nn.Module]:
         modules = dict(net.named_modules())
         ignored = []
         for name in self.ignored_layers:
             if name not in modules:
                 names = [n for n in modules if n][:20]
-                raise ValueError(
+                raise ConfigError(
                     f"{KEY}.ignored_layers: no layer named {name!r} in the net; some names: {names}"
                 )
             ignored.append(modules[name])
@@ -332,67 +276,63 @@ class StructuredPruning(EnergyMethod):
                     ignored.append(m)
         return ignored
 
-    def _importance(self) -> Any:
-        import torch_pruning as tp
-
-        if self.importance == "taylor":
-            return tp.importance.TaylorImportance()
-        if self.importance == "bn_scale":
-            return tp.importance.BNScaleImportance()
-        return tp.importance.MagnitudeImportance(p=2)
-
-    def _build_pruner(self, net: nn.Module, ratio: float, steps: int, num_classes: int | None) -> Any:
-        import torch_pruning as tp
-
+    def _build_pruner(self, net: nn.Module, ratio: float, steps: int, ignored: list[nn.Module]) -> Any:
+        """A pruner over `net`; raises NotPrunable where torch-pruning cannot trace it or finds nothing."""
         kind = self.schedule
-        modes = _modes(net)
+        saved = modes(net)
         try:
-            pruner = tp.pruner.BasePruner(
+            pruner = tp_adapter.build_pruner(
                 net,
                 self._example,
-                importance=self._importance(),
+                importance_kind=self.importance,
                 global_pruning=self.global_pruning,
-                pruning_ratio=ratio,
-                max_pruning_ratio=self.max_layer_ratio,
-                iterative_steps=steps,
-                iterative_pruning_ratio_scheduler=lambda r, n: schedule_ratios(r, n, kind),
-                ignored_layers=self._ignored(net, num_classes),
+                ratio=ratio,
+                max_layer_ratio=self.max_layer_ratio,
+                steps=steps,
+                scheduler=lambda r, n: schedule_ratios(r, n, kind),
+                ignored_layers=ignored,
                 round_to=self.round_to,
             )
-        except ValueError:
+            if not tp_adapter.has_groups(pruner):
+                raise _NotPrunable(
+                    f"torch-pruning found no prunable channel group in {type(net).__name__} "
+                    f"(all layers ignored by {KEY}.ignored_layers or as the head, or of types it "
+                    f"cannot prune, e.g. a GRU); nothing to prune"
+                )
+        except _NotPrunable:
             raise
-        except Exception as err:  # noqa: BLE001 - re-raised with the key to change
-            raise ValueError(
-                f"{KEY}: torch-pruning could not trace {type(net).__name__} "
-                f"({type(err).__name__}: {err}). Leave the offending layers out with {KEY}.ignored_layers, "
-                f"or drop +optim=prune."
+        except Exception as err:  # noqa: BLE001 - reported in one line, with the key to change
+            first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+            raise _NotPrunable(
+                f"torch-pruning could not trace {type(net).__name__} ({type(err).__name__}: {first}); "
+                f"leave the offending layers out with {KEY}.ignored_layers"
             ) from err
         finally:
-            _restore_modes(modes)  # trap 1: building a pruner leaves the net in eval mode
-        groups = list(pruner.DG.get_all_groups(ignored_layers=pruner.ignored_layers))
-        if not groups:
-            raise ValueError(
-                f"{KEY}: torch-pruning found no prunable channel group in {type(net).__name__} "
-                f"(all layers ignored or untraceable); nothing to prune"
-            )
+            restore_modes(saved)  # building a pruner leaves the net in eval mode
         return pruner
+
+    def _one_shot(self, net: nn.Module, ratio: float, ignored: list[nn.Module]) -> None:
+        pruner = self._build_pruner(net, ratio, 1, ignored)
+        for group in tp_adapter.step_groups(pruner):
+            idxs = keep_heads_equal(pruner, group, tp_adapter.group_root_idxs(group))
+            if idxs:
+                prune_group(tp_adapter.regroup(pruner, group, idxs), net, [])
 
     def _ratio_for_macs(self, net: nn.Module, num_classes: int | None) -> float:
         """Bisect the channel ratio whose one-shot prune of a copy reaches base/macs_reduction MACs."""
         assert self.base_macs is not None and self.macs_reduction is not None
         target = self.base_macs / self.macs_reduction
+
+        def macs_at(ratio: float) -> int:
+            trial = copy.deepcopy(net)
+            self._one_shot(trial, ratio, self._ignored(trial, num_classes))
+            return count_macs_params(trial, self._example[:1])[0]
+
         lo, hi = 0.0, self.max_layer_ratio
         for _ in range(10):
             mid = (lo + hi) / 2
-            trial = copy.deepcopy(net)
-            pruner = self._build_pruner(trial, mid, 1, num_classes)
-            pruner.step()
-            macs, _ = count_macs_params(trial, self._example)
-            lo, hi = (mid, hi) if macs > target else (lo, mid)
-        trial = copy.deepcopy(net)
-        pruner = self._build_pruner(trial, hi, 1, num_classes)
-        pruner.step()
-        macs, _ = count_macs_params(trial, self._example)
+            lo, hi = (mid, hi) if macs_at(mid) > target else (lo, mid)
+        macs = macs_at(hi)
         if macs > target * 1.02:
             log.warning(
                 "prune: %s=%.2f is out of reach (best %.2fx at ratio %.2f, max_layer_ratio=%.2f)",
@@ -405,36 +345,47 @@ class StructuredPruning(EnergyMethod):
         return hi
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        name = type(trainer.strategy).__name__
-        if any(s in name for s in ("FSDP", "DeepSpeed", "ModelParallel")):
-            raise ValueError(f"{KEY}: pruning under {name} is not supported (use single device or ddp)")
+        strategy = type(trainer.strategy).__name__
+        if any(s in strategy for s in ("FSDP", "DeepSpeed", "ModelParallel")):
+            self.step_aside(
+                f"pruning under {strategy} is not supported (use a single device or ddp)",
+                trainer,
+            )
+            return
         net = self.target_net(pl_module)
         self._net = net
-        self._example = self._example_input(trainer, net)
+        self._example = example_input(trainer.datamodule, net, self.input_shape, KEY)
         num_classes = getattr(pl_module.hparams, "num_classes", None) or getattr(
             trainer.datamodule, "num_classes", None
         )
         if self.base_macs is None:  # a fresh run (a resumed one has them in its state)
-            self.base_macs, self.base_params = count_macs_params(net, self._example)
+            self.base_macs, self.base_params = count_macs_params(net, self._example[:1])
             self.macs, self.params = self.base_macs, self.base_params
         if self.min_base_macs is not None and self.base_macs < self.min_base_macs:
-            self.skipped_reason = (
-                f"{self.base_macs} MACs per sample < {KEY}.min_base_macs={self.min_base_macs:g}: "
-                "too small for fewer MACs to save time"
+            self.step_aside(
+                f"{self.base_macs} MACs per sample < {KEY}.min_base_macs={self.min_base_macs:g}: too small "
+                f"for fewer MACs to save time (lower {KEY}.min_base_macs to prune it anyway)",
+                trainer,
             )
-            if trainer.is_global_zero:
-                log.info("prune: not pruning this net (%s).", self.skipped_reason)
             return
-        if self.final_ratio is None:
-            self.final_ratio = self._ratio_for_macs(net, num_classes)
-            log.info(
-                "prune: channel ratio %.3f targets %.2fx fewer MACs", self.final_ratio, self.macs_reduction
-            )
-        self.pruner = self._build_pruner(net, self.final_ratio, self.n_steps, num_classes)
-        if self._init_channels is None:
-            self._capture_pruner_state()
-        else:
-            self._apply_pruner_state()
+        ignored = self._ignored(net, num_classes)
+        try:
+            if self.final_ratio is None:
+                self.final_ratio = self._ratio_for_macs(net, num_classes)
+                log.info(
+                    "prune: channel ratio %.3f targets %.2fx fewer MACs",
+                    self.final_ratio,
+                    self.macs_reduction,
+                )
+            self.pruner = self._build_pruner(net, self.final_ratio, self.n_steps, ignored)
+        except _NotPrunable as err:
+            self.step_aside(str(err), trainer)
+            return
+        if self._pruner_state is None:
+            self._pruner_state = tp_adapter.capture_state(self.pruner, net)
+        else:  # resumed: the pruner was built on the pruned net; give it the original widths
+            tp_adapter.apply_state(self.pruner, net, self._pruner_state, self.steps_done)
+        self.status = STATUS_ACTIVE
         if self.end_epoch >= trainer.max_epochs and trainer.max_epochs > 0 and trainer.is_global_zero:
             log.warning(
                 "prune: %s.end_epoch=%d but trainer.max_epochs=%d: the final ratio is not reached, and no "
@@ -443,29 +394,6 @@ class StructuredPruning(EnergyMethod):
                 self.end_epoch,
                 trainer.max_epochs,
             )
-
-    def _capture_pruner_state(self) -> None:
-        p = self.pruner
-        names = {m: n for n, m in self._net.named_modules()}
-        self._init_channels = {
-            names[m]: (int(p.layer_init_out_ch[m]), int(p.layer_init_in_ch[m]))
-            for m in p.layer_init_out_ch
-            if m in names
-        }
-        self._scope_init = {str(k): int(v) for k, v in p._scope_initial_channels.items()}
-        self._init_total = int(p.initial_total_channels)
-
-    def _apply_pruner_state(self) -> None:
-        """On resume: the pruner was built on the pruned net; give it the original widths (trap 5)."""
-        p = self.pruner
-        modules = dict(self._net.named_modules())
-        for name, (out_ch, in_ch) in self._init_channels.items():
-            m = modules.get(name)
-            if m is not None and m in p.layer_init_out_ch:
-                p.layer_init_out_ch[m], p.layer_init_in_ch[m] = out_ch, in_ch
-        p._scope_initial_channels = dict(self._scope_init or {})
-        p.initial_total_channels = self._init_total
-        p.current_step = self.steps_done
 
     # ---- the schedule in training -----------------------------------------------------------------
     def prune_epochs(self) -> list[int]:
@@ -477,8 +405,8 @@ class StructuredPruning(EnergyMethod):
     def on_before_optimizer_step(
         self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer: Any
     ) -> None:
-        # trap 3: Taylor importance needs gradients, which Lightning zeroes before epoch hooks
-        if self.skipped_reason or self.importance != "taylor":
+        # Taylor importance needs gradients, which Lightning zeroes before epoch hooks: sum them here
+        if self.pruner is None or self.importance != "taylor":
             return
         if self._due(trainer.current_epoch + 1) <= self.steps_done:
             return
@@ -489,14 +417,14 @@ class StructuredPruning(EnergyMethod):
                 self._grad_acc[p] = g.clone() if acc is None else acc.add_(g)
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self.skipped_reason:
+        if self.pruner is None:
             return
         due = self._due(trainer.current_epoch)
         if due <= self.steps_done:
             return
         while self.steps_done < due:
-            self._prune_once(trainer, pl_module)
-        self._after_prune(trainer)
+            self._prune_once(trainer)
+        self._after_prune(trainer, pl_module)
         ratio = schedule_ratios(self.final_ratio, self.n_steps, self.schedule)[self.steps_done]
         self.history.append(
             {"epoch": trainer.current_epoch, "ratio": ratio, "macs": self.macs, "params": self.params}
@@ -520,111 +448,93 @@ class StructuredPruning(EnergyMethod):
                 self.params,
             )
 
-    def _prune_once(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+    def _prune_once(self, trainer: L.Trainer) -> None:
         net, pruner = self._net, self.pruner
-        modes = _modes(net)
+        saved = modes(net)
         taylor_ok = True
         if self.importance == "taylor":
             taylor_ok = bool(self._grad_acc)
             if not taylor_ok:  # e.g. resumed right before a prune: no gradients gathered yet
                 log.warning("prune: no gradients gathered for Taylor importance; using magnitude this step")
-                import torch_pruning as tp
-
-                pruner.importance = tp.importance.MagnitudeImportance(p=2)
+                tp_adapter.set_importance(pruner, "magnitude")
             for p, g in self._grad_acc.items():
                 p.grad = g.to(p.dtype)
         with torch.no_grad():
-            groups = list(pruner.step(interactive=True))
-        names = {m: n for n, m in net.named_modules()}
-        plan = [(names[g[0].dep.target.module], sorted(int(i) for i in g[0].idxs)) for g in groups]
-        # every rank applies rank 0's choice (identical already when weights are in sync; now by construction)
-        plan0 = trainer.strategy.broadcast(plan, src=0)
-        if [n for n, _ in plan0] != [n for n, _ in plan]:
-            raise RuntimeError(f"{KEY}: ranks disagree on the pruning groups: {plan0} vs {plan}")
-        for group, (_, idxs) in zip(groups, plan0):
-            root = group[0].dep
-            final = pruner.DG.get_pruning_group(root.target.module, root.handler, idxs)
-            self._prune_group(final, pruner.DG, trainer.optimizers)
-        self.steps_done = pruner.current_step
-        _restore_modes(modes)  # trap 1
+            groups = tp_adapter.step_groups(pruner)
+            names = {m: n for n, m in net.named_modules()}
+            plan = []
+            for group in groups:
+                root, _ = tp_adapter.group_root(group)
+                idxs = keep_heads_equal(pruner, group, tp_adapter.group_root_idxs(group))
+                plan.append((names.get(root, repr(root)), idxs))
+            # every rank applies rank 0's choice (the same when weights are in sync; now by construction)
+            plan0 = trainer.strategy.broadcast(plan, src=0)
+            if [n for n, _ in plan0] != [n for n, _ in plan]:
+                raise RuntimeError(f"{KEY}: ranks disagree on the pruning groups: {plan0} vs {plan}")
+            for group, (_, idxs) in zip(groups, plan0):
+                if idxs:
+                    prune_group(tp_adapter.regroup(pruner, group, idxs), net, trainer.optimizers)
+        self.steps_done = tp_adapter.current_step(pruner)
+        restore_modes(saved)  # a prune leaves the net in eval mode
         if self.importance == "taylor":
             for p in net.parameters():
                 p.grad = None
             self._grad_acc = {}
             if not taylor_ok:
-                pruner.importance = self._importance()
+                tp_adapter.set_importance(pruner, self.importance)
 
-    @staticmethod
-    def _prune_group(group: Any, graph: Any, optimizers: Iterable[torch.optim.Optimizer]) -> None:
-        """Prune one group; swap each changed parameter into the optimizers with its state sliced alike."""
-        from torch_pruning._helpers import to_plain_idxs
-
-        pending = []  # (module, name, old param, requires_grad, {optimizer: sliced state})
-        for dep, idxs in group:
-            mod = dep.target.module
-            if not isinstance(mod, nn.Module):
-                continue
-            out = graph.is_out_channel_pruning_fn(dep.handler)
-            plain = set(int(i) for i in to_plain_idxs(idxs))
-            for pname, p in mod._parameters.items():
-                if p is None:
-                    continue
-                dim = _pruned_dim(mod, pname, out)
-                states = {}
-                for opt in optimizers:
-                    st = opt.state.get(p)
-                    if st is None:
-                        continue
-                    sliced = {}
-                    for k, v in st.items():
-                        if torch.is_tensor(v) and v.shape == p.shape and dim is not None and dim < v.dim():
-                            keep = [i for i in range(v.shape[dim]) if i not in plain]
-                            v = v.index_select(dim, torch.tensor(keep, device=v.device))
-                        sliced[k] = v
-                    states[opt] = sliced
-                pending.append((mod, pname, p, p.requires_grad, states))
-        group.prune()
-        for mod, pname, old, requires_grad, states in pending:
-            new = mod._parameters.get(pname)
-            if new is None or new is old:
-                continue
-            new.requires_grad_(requires_grad)  # trap 4: pruned params come back trainable
-            for opt in optimizers:  # trap 2: the optimizer must hold the new tensor
-                for pg in opt.param_groups:
-                    pg["params"] = [new if q is old else q for q in pg["params"]]
-                st = opt.state.pop(old, None)
-                if st is None:
-                    continue
-                sliced = states.get(opt, {})
-                ok = all(
-                    not torch.is_tensor(v) or v.dim() == 0 or v.shape == new.shape for v in sliced.values()
-                )
-                opt.state[new] = sliced if ok else {}  # a state we could not slice restarts fresh
-
-    def _after_prune(self, trainer: L.Trainer) -> None:
-        self.macs, self.params = count_macs_params(self._net, self._example)
+    def _after_prune(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.macs, self.params = count_macs_params(self._net, self._example[:1])
         strategy = trainer.strategy
         if trainer.world_size > 1 and hasattr(strategy, "_setup_model"):
-            # trap 6: DDP registered hooks on the old parameters; wrap the pruned module anew
+            # DDP registered its hooks on the old parameters: wrap the pruned module anew
             strategy.model = strategy._setup_model(strategy.lightning_module)
             if hasattr(strategy, "_register_ddp_hooks"):
                 strategy._register_ddp_hooks()
-        if "torch._dynamo" in sys.modules:  # trap 6: new shapes would exhaust the recompile limit
+        if "torch._dynamo" in sys.modules:  # new shapes would exhaust the recompile limit and run eager
             sys.modules["torch._dynamo"].reset()
-        if self.reset_best_after_prune:
-            for cb in trainer.checkpoint_callbacks:
-                _forget_best(cb, trainer)
-            for cb in trainer.early_stopping_callbacks:  # patience restarts: the net must recover first
-                cb.wait_count = 0
-                cb.best_score = torch.tensor(torch.inf if cb.mode == "min" else -torch.inf)
+        announce_structure_change(
+            trainer,
+            pl_module,
+            StructureChange(
+                source=self.name,
+                epoch=trainer.current_epoch,
+                macs=self.macs,
+                params=self.params,
+                restart_best=self.reset_best_after_prune,
+            ),
+        )
 
     # ---- results ----------------------------------------------------------------------------------
-    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self.export_dir is None or not trainer.is_global_zero or self._net is None or self.skipped_reason:
-            return
-        self.exported = export_net(self._net, self._example, Path(self.export_dir), self.export_program)
+    def _export_weights(
+        self, trainer: L.Trainer, pl_module: L.LightningModule
+    ) -> tuple[nn.Module, dict[str, Any]]:
+        """The net to export: the best checkpoint's weights when there is one, so that the export
+        and test/acc (measured on `ckpt_path="best"`) are the same net; else the last epoch's."""
+        last = {"weights": "last", "epoch": max(trainer.current_epoch - 1, 0)}
+        cb = trainer.checkpoint_callback
+        path = getattr(cb, "best_model_path", "") if cb is not None else ""
+        prefix = submodule_prefix(pl_module, self._net)
+        if not path or not Path(path).is_file() or prefix is None:
+            return self._net, last
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        net = net_from_checkpoint(self._net, ckpt, prefix)
+        return net, {"weights": "best", "epoch": int(ckpt.get("epoch", -1)), "checkpoint": str(path)}
 
-    def summary_figures(self) -> dict[str, Any]:
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.export_dir is None or not trainer.is_global_zero or self.pruner is None:
+            return
+        net, source = self._export_weights(trainer, pl_module)
+        written = export_net(net, self._example, Path(self.export_dir), self.export_program)
+        self.exported = {**written, **source}
+        log.info(
+            "prune: exported the %s weights (epoch %s) to %s",
+            source["weights"],
+            source["epoch"],
+            self.export_dir,
+        )
+
+    def method_figures(self) -> dict[str, Any]:
         if self.base_macs is None:
             return {}
         out: dict[str, Any] = {
@@ -638,73 +548,25 @@ class StructuredPruning(EnergyMethod):
             "prune/macs_reduction": self.base_macs / max(self.macs or 1, 1),
         }
         out.update({f"prune/export_{k}": v for k, v in self.exported.items()})
-        if self.skipped_reason:
-            out["prune/skipped"] = self.skipped_reason
         return out
 
-
-def _pruned_dim(mod: nn.Module, pname: str, out: bool) -> int | None:
-    """The tensor dim that an out- or in-channel prune of `mod` slices for parameter `pname`."""
-    if isinstance(mod, nn.modules.conv._ConvNd):
-        if mod.groups != 1:
-            return 0 if pname == "weight" else (0 if out else None)
-        if pname == "weight":
-            return (1 if out else 0) if mod.transposed else (0 if out else 1)
-        return 0 if out else None
-    if isinstance(mod, nn.Linear):
-        if pname == "weight":
-            return 0 if out else 1
-        return 0 if out else None
-    if isinstance(mod, nn.modules.batchnorm._NormBase | nn.GroupNorm | nn.LayerNorm | nn.PReLU):
-        return 0
-    return None
+    @classmethod
+    def report_rows(cls, summary: Mapping[str, Any]) -> list[tuple[str, str]]:
+        rows = super().report_rows(summary)
+        if rows:
+            return rows
+        macs, base = summary.get("prune/macs"), summary.get("prune/base_macs")
+        if macs is not None and base:
+            rows.append(("MACs (prune)", f"{macs:,.0f} of {base:,.0f} ({macs / base:.2f}x)"))
+        return rows
 
 
-def _forget_best(cb: Any, trainer: L.Trainer) -> None:
-    """Restart a ModelCheckpoint's best tracking: checkpoints of a wider net no longer compete.
-
-    Its tracked top-k files (the wider net's) are deleted, as it would have deleted them once
-    beaten; `last.ckpt` stays.
-    """
-    if not getattr(cb, "monitor", None) or not hasattr(cb, "best_k_models"):
-        return
-    for path in list(cb.best_k_models):
-        if path != getattr(cb, "last_model_path", None):
-            trainer.strategy.remove_checkpoint(path)
-    cb.best_k_models = {}
-    cb.kth_best_model_path = ""
-    cb.best_model_score = None
-    cb.best_model_path = ""
-    inf = torch.tensor(torch.inf)
-    cb.kth_value = inf if cb.mode == "min" else -inf
-
-
-def export_net(net: nn.Module, example: torch.Tensor, out_dir: Path, program: bool = True) -> dict[str, str]:
-    """Write the pruned net for inference: `pruned_net.pt` (whole module) and `pruned_net.pt2` (torch.export).
-
-    Load with `torch.load("pruned_net.pt", weights_only=False)` (needs the net's class importable) or
-    `torch.export.load("pruned_net.pt2").module()` (needs only torch).
-    """
-    out_dir.mkdir(parents=True, exist_ok=True)
-    model = copy.deepcopy(net).cpu().eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
-    written = {}
-    path = out_dir / "pruned_net.pt"
-    torch.save(model, path)
-    written["module"] = str(path)
-    if program:
-        try:
-            ep = torch.export.export(model, (example.detach().cpu(),))
-            path2 = out_dir / "pruned_net.pt2"
-            torch.export.save(ep, path2)
-            written["program"] = str(path2)
-        except Exception as err:  # noqa: BLE001 - the full-module file is still there
-            log.warning("prune: torch.export of the pruned net failed (%s); pruned_net.pt is written", err)
-    return written
+class _NotPrunable(Exception):
+    """torch-pruning cannot act on this net (the callback steps aside)."""
 
 
 __all__: list[str] = [
+    "STRUCTURE_KEY",
     "StructuredPruning",
     "count_macs_params",
     "export_net",

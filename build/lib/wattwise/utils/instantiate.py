@@ -89,6 +89,17 @@ def build_at(key: str, node: DictConfig, **extra: Any) -> Any:
 
 
 # ---- the plug-in path ---------------------------------------------------------------------------
+def _group_file(group: str, name: str) -> DictConfig | None:
+    """A config file of `group` with the same-group files its defaults list names merged in."""
+    file = CONF_DIR / group / f"{name}.yaml"
+    if not file.exists():
+        return None
+    node = OmegaConf.load(file)
+    parents = [d for d in node.pop("defaults", []) if isinstance(d, str) and d != "_self_"]
+    loaded = [p for p in (_group_file(group, d) for d in parents) if p is not None]
+    return OmegaConf.merge(*loaded, node) if loaded else node
+
+
 def _bundled(group: str, path: str | None = None) -> DictConfig | None:
     """The bundled config of `group` this run started from (e.g. conf/data/digits.yaml)."""
     try:
@@ -97,10 +108,9 @@ def _bundled(group: str, path: str | None = None) -> DictConfig | None:
         choice = HydraConfig.get().runtime.choices.get(group)
     except (ImportError, ValueError):
         return None
-    file = CONF_DIR / group / f"{choice}.yaml"
-    if not choice or not file.exists():
+    node = _group_file(group, str(choice)) if choice else None
+    if node is None:
         return None
-    node = OmegaConf.load(file)
     return OmegaConf.select(node, path) if path else node
 
 

@@ -47,6 +47,8 @@ def format_report(s: Mapping[str, Any]) -> str:
         rows.append(("wall time (fit)", f"{s['time/train_s']:.1f} s"))
     if s.get("carbon/gCO2e") is not None:
         rows.append(("CO2e", f"{s['carbon/gCO2e']:.4f} g  (at {s.get('grid_gCO2_per_kWh', '?')} gCO2e/kWh)"))
+    if s.get("cpu_threads") is not None:
+        rows.append(("cpu threads", f"{s['cpu_threads']} ({s.get('cpu_threads_reason', '')})"))
     rows += _option_rows(s)
     width = max(len(k) for k, _ in rows)
     title = f"wattwise run [{s.get('status', '?')}]  {s.get('run_dir', '')}"
