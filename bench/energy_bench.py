@@ -110,7 +110,13 @@ GOALS: list[Goal] = [
 
 DEFAULT_SEEDS = 5
 # Plumbing that is the same for every variant: the csv logger (the per-epoch record), no progress bar.
-COMMON = ["logger=csv", "++callbacks.progress_bar=null", "++trainer.enable_progress_bar=false"]
+# cpu_threads=null: train() leaves the threads as pin_threads() set them (--threads).
+COMMON = [
+    "logger=csv",
+    "++callbacks.progress_bar=null",
+    "++trainer.enable_progress_bar=false",
+    "cpu_threads=null",
+]
 # --quick: tiny generated data (200 test samples) and a few batches; a smoke test, figures meaningless.
 QUICK = [
     "trainer.max_epochs=2",
@@ -128,34 +134,11 @@ LIGHTNING_ES = [  # Lightning's EarlyStopping at its documented defaults (patien
 
 
 # ---- variants ----------------------------------------------------------------------------------
-def _methods_from_files() -> list[str]:
-    """conf/optim/*.yaml that define callbacks.<name> (a method), without the registry's checks."""
-    from omegaconf import OmegaConf
-
-    from wattwise.config_dir import CONF_DIR
-
-    out = []
-    for path in sorted((CONF_DIR / "optim").glob("*.yaml")):
-        if OmegaConf.select(OmegaConf.load(path), f"callbacks.{path.stem}._target_") is not None:
-            out.append(path.stem)
-    return out
-
-
 def discover_methods() -> tuple[list[str], list[str]]:
-    """(methods, recipes) from wattwise.optim.registry; the config files where it cannot answer yet."""
-    try:
-        from wattwise.optim import registry
+    """(methods, recipes), from the registry (wattwise.optim.registry)."""
+    from wattwise.optim import registry
 
-        methods = registry.method_names()
-    except Exception:  # noqa: BLE001 - the registry is being wired; its config files are the truth
-        methods = _methods_from_files()
-    try:
-        from wattwise.optim import registry
-
-        recipes = registry.recipe_names() or ["green"]
-    except Exception:  # noqa: BLE001 - recipe_names() imports the method classes
-        recipes = ["green"]
-    return [m for m in methods if m not in recipes], recipes
+    return registry.method_names(), registry.recipe_names()
 
 
 def default_variants() -> list[str]:
@@ -164,19 +147,10 @@ def default_variants() -> list[str]:
 
 
 def native_bf16() -> bool:
-    """Does the device the trainer will use (CUDA if present, else the CPU) run bfloat16 natively?"""
-    import torch
+    """Does the device the trainer will use run bfloat16 natively (amp's own hardware table)?"""
+    from wattwise.optim.precision import choose_precision, detect
 
-    if torch.cuda.is_available():
-        return torch.cuda.get_device_capability()[0] >= 8 and torch.cuda.is_bf16_supported()
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        pass
-    cpu = getattr(torch, "cpu", None)
-    return any(
-        getattr(cpu, n, lambda: False)() for n in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-    )
+    return choose_precision(*detect("auto")) == "bf16-mixed"
 
 
 def variant_overrides(variant: str) -> list[str]:
@@ -186,7 +160,16 @@ def variant_overrides(variant: str) -> list[str]:
     if variant == "lightning":  # what a user picks instead of wattwise: Lightning's own tools, defaults
         precision = "bf16-mixed" if native_bf16() else "32-true"
         return ["optim=[]", f"trainer.precision={precision}", *LIGHTNING_ES]
-    return [f"+optim={variant}"]
+    # A method alone that does not apply here (power on a CPU) steps aside and is reported so.
+    return (
+        [f"+optim={variant}", f"callbacks.{variant}.if_not_applicable=skip"]
+        if variant in methods()
+        else [f"+optim={variant}"]
+    )
+
+
+def methods() -> list[str]:
+    return discover_methods()[0]
 
 
 def rotated(variants: Sequence[str], seed: int) -> list[str]:

@@ -55,7 +55,8 @@ def test_the_lightning_variant_composes_with_lightnings_early_stopping(monkeypat
     assert isinstance(es, EarlyStopping) and es.monitor == "val/acc" and es.mode == "max" and es.patience == 3
     assert cfg.trainer.precision == "32-true"
     assert bench.variant_overrides("baseline")[0] == "optim=[]"
-    assert bench.variant_overrides("amp") == ["+optim=amp"]
+    assert bench.variant_overrides("amp") == ["+optim=amp", "callbacks.amp.if_not_applicable=skip"]
+    assert bench.variant_overrides("green") == ["+optim=green"]
 
 
 def test_the_order_of_variants_rotates_per_seed():

@@ -57,7 +57,18 @@ def cache_path(data_dir: str | Path, args: dict[str, Any]) -> Path:
     return Path(data_dir) / "mnist1d" / name
 
 
+_GENERATED: dict[str, dict[str, np.ndarray]] = {}  # this process's generated arrays, by their args
+
+
 def generate(args: dict[str, Any]) -> dict[str, np.ndarray]:
+    """The generator's arrays for `args`, made once per process (sweeps and tests build many runs)."""
+    key = json.dumps(args, sort_keys=True)
+    if key not in _GENERATED:
+        _GENERATED[key] = _make(args)
+    return {k: v.copy() for k, v in _GENERATED[key].items()}
+
+
+def _make(args: dict[str, Any]) -> dict[str, np.ndarray]:
     """Run the package's generator on `args`, leaving Python's and NumPy's global RNGs as they were
     (make_dataset reseeds both globally)."""
     from mnist1d.data import make_dataset
