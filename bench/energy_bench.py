@@ -561,6 +561,10 @@ def main(argv: Sequence[str] | None = None) -> Path:
     print(f"  variants: {', '.join(variants)}")
     print(f"  threads: {threads}")
     started = time.perf_counter()
+    out = args.out or OUT_DIR / f"energy_bench-{datetime.now().strftime('%Y%m%d-%H%M%S')}.md"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    runs_file = out.with_suffix(".runs.jsonl")  # one line per finished run: nothing lost on a crash
+    print(f"  runs: {runs_file} (each run appended as it finishes)")
     records: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="wattwise-bench-") as work:
         # Untimed warm-up, one epoch per task: pays the process's start-up costs, generates (or
@@ -593,6 +597,8 @@ def main(argv: Sequence[str] | None = None) -> Path:
                     record = {"task": task, "variant": variant, "seed": seed, "position": pos, **s}
                     record.update(ett_J=ett_J, ett_epoch=ett_epoch, overrides=overrides)
                     records.append(record)
+                    with runs_file.open("a") as f:
+                        f.write(json.dumps(record, default=str) + "\n")
                     if s.get("status") == "completed":
                         reached = (
                             f"target at epoch {ett_epoch} ({ett_J:.1f} J)"
@@ -620,8 +626,6 @@ def main(argv: Sequence[str] | None = None) -> Path:
     settings = (
         "QUICK (2 epochs of 3 batches, 400 samples; figures are a smoke test only)" if args.quick else "full"
     )
-    out = args.out or OUT_DIR / f"energy_bench-{datetime.now().strftime('%Y%m%d-%H%M%S')}.md"
-    out.parent.mkdir(parents=True, exist_ok=True)
     pareto_png, curves_png = out.with_name(out.stem + "-pareto.png"), out.with_name(out.stem + "-curves.png")
     figures_note = ""
     try:

@@ -318,15 +318,6 @@ def test_only_the_adapter_imports_torch_pruning():
     assert "1.6.1" in (SRC / "optim" / "pruning" / "tp_adapter.py").read_text().split('"""')[1]
 
 
-def test_comments_say_the_fact_not_a_file_outside_the_repo():
-    files = [SRC / "optim" / "prune.py", *(SRC / "optim" / "pruning").glob("*.py")]
-    files.append(SRC.parents[1] / "docs" / "prune.md")
-    for f in files:
-        text = f.read_text()
-        for banned in (r"\btrap \d", "shared/notes", "field-notes", "DESIGN.md"):
-            assert not re.search(banned, text), f"{f.name} mentions {banned}"
-
-
 def test_a_frozen_layer_stays_frozen_and_no_grad_free_net_is_touched(tmp_path):
     torch.manual_seed(0)
     dm = MyDataModule()
