@@ -1,11 +1,12 @@
 """Thread policy benchmark: how much a CPU-bound neighbour slows the default run, per thread policy.
 
-    python bench/thread_bench.py                      # default run, 5 repeats, policy n=1, 1 busy process
-    python bench/thread_bench.py --policy 2 --busy 2 --repeats 7
+    python bench/thread_bench.py                      # default run, 5 repeats, 1 busy process
+    python bench/thread_bench.py --busy 2 --repeats 7
     python bench/thread_bench.py --smoke              # a few batches, 1 repeat: checks the code path only
 
-Two thread policies are compared: (a) torch's default (as many intra-op threads as torch picks,
-usually the number of cores) and (b) `torch.set_num_threads(n)` with n from `--policy`. Each is
+Two thread policies are compared: (a) torch's default (`cpu_threads=null`: as many intra-op
+threads as torch picks, usually the number of cores) and (b) wattwise's `cpu_threads=auto` (the
+cores other work leaves free when the run starts, see src/wattwise/utils/threads.py). Each is
 timed alone and with `--busy` CPU-bound busy-loop processes running beside it; the figure is the
 fit time (`time/train_s` from summary.json) with the neighbour relative to alone, paired within a
 repeat, median over repeats. A policy that oversubscribes the cores typically slows down much
@@ -43,13 +44,11 @@ SMOKE = [
 BUSY_LOOP = "while True:\n    pass\n"
 
 
-def worker(threads: int | None, run_dir: Path, overrides: Sequence[str]) -> None:
-    """One fit in this (fresh) process: pin threads if asked, train, leave summary.json in run_dir."""
+def worker(run_dir: Path, overrides: Sequence[str]) -> None:
+    """One fit in this (fresh) process, threads as its cpu_threads override says; summary.json in run_dir."""
     import torch
 
     sys.path.insert(0, str(ROOT / "src"))
-    if threads is not None:
-        torch.set_num_threads(threads)
     from wattwise.train import train
     from wattwise.utils.compose import compose_run_config
 
@@ -57,11 +56,11 @@ def worker(threads: int | None, run_dir: Path, overrides: Sequence[str]) -> None
     print(json.dumps({"torch_threads": torch.get_num_threads()}))
 
 
-def fit_time(threads: int | None, overrides: Sequence[str], work: Path) -> tuple[float, int]:
-    """(time/train_s, torch threads used) of one fit in a subprocess."""
+def fit_time(policy: str, overrides: Sequence[str], work: Path) -> tuple[float, int]:
+    """(time/train_s, torch threads used) of one fit with `cpu_threads=<policy>` in a subprocess."""
     run_dir = Path(tempfile.mkdtemp(dir=work))
-    cmd = [sys.executable, __file__, "--worker", "--run-dir", str(run_dir)]
-    cmd += (["--worker-threads", str(threads)] if threads is not None else []) + ["--", *overrides]
+    cmd = [sys.executable, __file__, "--worker", "--run-dir", str(run_dir), "--", *overrides]
+    cmd.append(f"cpu_threads={policy}")
     env = {**os.environ, "WANDB_MODE": "disabled", "PYTHONPATH": str(ROOT / "src")}
     env.pop("OMP_NUM_THREADS", None)  # policy (a) is torch's own default, not the caller's pin
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=work)
@@ -88,13 +87,11 @@ def stop_busy(procs: list[subprocess.Popen]) -> None:
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--policy", type=int, default=1, help="policy (b): torch.set_num_threads(n) (default 1)")
     p.add_argument("--busy", type=int, default=1, help="CPU-bound busy-loop processes beside the fit")
     p.add_argument("--repeats", type=int, default=None, help="rounds of all four conditions (default 5)")
     p.add_argument("--smoke", action="store_true", help="a few batches, 1 repeat: the code path only")
     p.add_argument("--out", type=Path, default=None, help="markdown (default bench/out/thread_bench-*.md)")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
-    p.add_argument("--worker-threads", type=int, default=None, help=argparse.SUPPRESS)
     p.add_argument("--run-dir", type=Path, default=None, help=argparse.SUPPRESS)
     p.add_argument("overrides", nargs="*", help="extra train.py overrides (default: the default run)")
     return p.parse_args(argv)
@@ -103,17 +100,17 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> Path | None:
     args = parse_args(argv)
     if args.worker:
-        worker(args.worker_threads, args.run_dir, args.overrides)
+        worker(args.run_dir, args.overrides)
         return None
     repeats = args.repeats or (1 if args.smoke else 5)
     overrides = [*COMMON, *(SMOKE if args.smoke else []), *args.overrides]
-    policies = {"torch default": None, f"set_num_threads({args.policy})": args.policy}
+    policies = {"torch default (cpu_threads=null)": "null", "wattwise (cpu_threads=auto)": "auto"}
     conditions = [(p, busy) for p in policies for busy in (False, True)]
     times: dict[tuple[str, bool], list[float]] = {c: [] for c in conditions}
     used: dict[str, int] = {}
     print(f"thread bench: {len(conditions)} conditions x {repeats} repeats; busy processes: {args.busy}")
     with tempfile.TemporaryDirectory(prefix="wattwise-threads-") as work:
-        fit_time(args.policy, [*overrides, *SMOKE], Path(work))  # untimed: warms the file cache
+        fit_time("auto", [*overrides, *SMOKE], Path(work))  # untimed: warms the file cache
         for r in range(repeats):
             k = r % len(conditions)
             for policy, busy in [*conditions[k:], *conditions[:k]]:
@@ -126,7 +123,7 @@ def main(argv: Sequence[str] | None = None) -> Path | None:
                     stop_busy(procs)
                 times[(policy, busy)].append(t)
                 print(
-                    f"  repeat {r} {policy:<22} {'with neighbour' if busy else 'alone':<15} {t:.2f} s",
+                    f"  repeat {r} {policy:<34} {'with neighbour' if busy else 'alone':<15} {t:.2f} s",
                     flush=True,
                 )
     lines = [
