@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 ARGS ?=
 SWEEP ?=
 
-.PHONY: install train test test-fast bench bench-quick sweep compare lint format clean
+.PHONY: install train test test-fast bench bench-quick bench-gpu sweep compare lint format clean
 
 install: $(STAMP)
 
@@ -34,6 +34,10 @@ bench: $(STAMP)
 
 bench-quick: $(STAMP)
 	$(PY) bench/energy_bench.py --quick $(ARGS)
+
+# One CUDA card, NVML through the energy monitor, the card's idle power measured; changes nothing on it.
+bench-gpu: $(STAMP)
+	$(PY) bench/energy_bench.py --gpu $(ARGS)
 
 # The baseline, each registered method alone and each recipe (green): the list comes from the registry.
 sweep: $(STAMP)

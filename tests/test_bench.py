@@ -155,3 +155,25 @@ def test_quick_bench_writes_its_tables_and_figures(tmp_path):
         assert (out.parent / f"{out.stem}{suffix}").stat().st_size > 1000
     assert "### Verdicts" in text and any(w in text for w in ("PASS", "FAIL", "n.a."))
     assert list((tmp_path / "data" / "mnist1d").glob("*.npz"))  # generated once, into the cache
+
+
+def test_gpu_mode_without_a_gpu_says_so_in_one_line(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # pinned: whatever the host has
+    with pytest.raises(SystemExit, match="--gpu needs a CUDA device"):
+        bench.main(["--gpu"])
+
+
+def test_gpu_mode_reads_the_idle_card_through_the_meter():
+    """The idle draw comes from the same Zeus meter the runs use (a fake 70 W card here), reading only."""
+    from fake_gpu import FakeGPU, install_fake_gpus
+
+    gpu = FakeGPU(power_model=lambda limit_W: 70.0)
+    with install_fake_gpus([gpu]):
+        idle_W, source = bench.measure_idle_W(0, seconds=0.2)
+    assert source == "zeus-nvml" and idle_W == pytest.approx(70.0, rel=0.05)
+    assert gpu.limit_history == []  # nothing was set on the card
+    assert bench.idle_lines([], None, "estimate") == [
+        "- card idle power: not measured (estimate reads no GPU counter here)"
+    ]
