@@ -605,15 +605,16 @@ def _fmt_s(seconds: float) -> str:
 
 def main(argv: Sequence[str] | None = None) -> Path:
     args = parse_args(argv)
+    import torch
+
+    if args.gpu and not torch.cuda.is_available():  # before quiet(): a plain error, nothing silenced
+        raise SystemExit("energy_bench: --gpu needs a CUDA device; none is visible here")
     quiet()
     threads = pin_threads(args.threads)
-    import torch
 
     table = GPU_TASKS if args.gpu else TASKS
     idle_W, idle_source = None, None
     if args.gpu:
-        if not torch.cuda.is_available():
-            raise SystemExit("energy_bench: --gpu needs a CUDA device; none is visible here")
         args.energy = "auto"
         idle_W, idle_source = measure_idle_W(torch.cuda.current_device())
     seeds = args.seeds or (1 if args.quick else GPU_SEEDS if args.gpu else DEFAULT_SEEDS)

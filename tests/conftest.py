@@ -95,10 +95,15 @@ def make_cfg(tmp_path: Path) -> Callable[..., DictConfig]:
     GlobalHydra.instance().clear()
 
 
-def run_cli(args: Sequence[str], cwd: Path, timeout: int = 240, env: dict | None = None):
-    """Run `python train.py ...` as a user would; returns the CompletedProcess."""
+def run_cli(args: Sequence[str], cwd: Path, timeout: int = 240, env: dict | None = None, pin: bool = True):
+    """Run `python train.py ...` as a user would; returns the CompletedProcess.
+
+    Like compose_cfg, it pins digits + MLP unless the arguments choose; `pin=False` runs the
+    shipped default."""
     import subprocess
 
+    plain = [a for a in args if not a.startswith("-")]
+    args = [*args, *(pinned(plain) if pin else [])]
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     return subprocess.run(
         [sys.executable, str(ROOT / "train.py"), *args],

@@ -146,8 +146,13 @@ def test_default_run_reaches_95_percent(make_cfg):
 
 @pytest.mark.slow
 def test_cli_default_prints_the_table(tmp_path):
-    proc = run_cli(["trainer.max_epochs=2", f"hydra.run.dir={tmp_path}/run"], cwd=ROOT)
+    proc = run_cli(["trainer.max_epochs=2", f"hydra.run.dir={tmp_path}/run"], cwd=ROOT, pin=False)
     assert proc.returncode == 0, proc.stderr[-2000:]
+    from omegaconf import OmegaConf
+
+    resolved = OmegaConf.load(tmp_path / "run" / ".hydra" / "config.yaml")  # the shipped default
+    assert resolved.data._target_ == "wattwise.data.MNIST1DDataModule"
+    assert resolved.model.net._target_ == "wattwise.models.sequence.Conv1DNet"
     for line in ("test accuracy", "energy", "average power", "energy / train sample", "wall time", "CO2e"):
         assert line in proc.stdout, line
     assert "ESTIMATE" in proc.stdout or "measured" in proc.stdout
