@@ -44,6 +44,7 @@ RUN = [
     "++trainer.limit_test_batches=1",
     "trainer.accelerator=cpu",
     "callbacks.model_checkpoint.monitor=null",
+    "test=false",  # the test pass checks nothing of the contract; the plug-in tests run it
 ]
 
 
