@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -13,10 +14,15 @@ from conftest import ROOT
 
 @pytest.mark.slow
 def test_a_non_editable_install_trains_from_any_directory(tmp_path):
+    source = tmp_path / "source"  # a copy: building in the checkout would leave build/ in it
+    source.mkdir()
+    shutil.copytree(ROOT / "src", source / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, source / name)
     target = tmp_path / "site"
     pip = [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation"]
     build = subprocess.run(
-        [*pip, "--target", str(target), str(ROOT)], capture_output=True, text=True, timeout=300
+        [*pip, "--target", str(target), str(source)], capture_output=True, text=True, timeout=300
     )
     assert build.returncode == 0, build.stderr[-2000:]
     assert (target / "wattwise" / "conf" / "train.yaml").is_file()  # the configs ship in the package

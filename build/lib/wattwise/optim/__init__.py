@@ -1,1 +1,0 @@
-"""Energy-saving methods, one Lightning callback per module (see each module docstring)."""
