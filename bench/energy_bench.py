@@ -448,6 +448,22 @@ def _finite(v: float | None) -> bool:
     return v is not None and math.isfinite(v)
 
 
+def _label(ax: Any, title: str, xlabel: str, ylabel: str) -> None:
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+
+
+def _save(fig: Any, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def plot_pareto(rows: list[dict[str, Any]], tasks: Sequence[str], path: Path, energy_label: str) -> None:
     """Per task: median test accuracy against median energy as configured, 95% intervals as bars,
     the Pareto front (nothing both cheaper and more accurate) joined and ringed."""
@@ -475,14 +491,13 @@ def plot_pareto(rows: list[dict[str, Any]], tasks: Sequence[str], path: Path, en
             ax.plot([pts[i][0] for i in front], [pts[i][1] for i in front], "k--", lw=1, label="Pareto front")
             ax.scatter([pts[i][0] for i in front], [pts[i][1] for i in front], s=160, facecolors="none",
                        edgecolors="k")  # fmt: skip
-        ax.set_title(task)
-        ax.set_xlabel(f"energy of the run as configured, J ({energy_label})")
-        ax.set_ylabel("test accuracy, % (median, 95% CI)")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+        _label(
+            ax,
+            task,
+            f"energy of the run as configured, J ({energy_label})",
+            "test accuracy, % (median, 95% CI)",
+        )
+    _save(fig, path)
 
 
 def plot_curves(
@@ -515,14 +530,10 @@ def plot_curves(
                 )
                 first = False
         ax.axhline(100 * t.target, color="k", ls="--", lw=1, label=f"target {100 * t.target:.0f}%")
-        ax.set_title(task)
-        ax.set_xlabel(f"cumulative energy, J ({energy_label})")
-        ax.set_ylabel("validation accuracy, % (one line per run)")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+        _label(
+            ax, task, f"cumulative energy, J ({energy_label})", "validation accuracy, % (one line per run)"
+        )
+    _save(fig, path)
 
 
 # ---- the run -----------------------------------------------------------------------------------

@@ -95,6 +95,19 @@ def make_cfg(tmp_path: Path) -> Callable[..., DictConfig]:
     GlobalHydra.instance().clear()
 
 
+def load_bench_module(name: str):
+    """bench/<name>.py as a module (bench/ is scripts, not a package), loaded once per session."""
+    import importlib.util
+
+    key = f"wattwise_bench_{name}"
+    if key not in sys.modules:
+        spec = importlib.util.spec_from_file_location(key, ROOT / "bench" / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[key] = module
+        spec.loader.exec_module(module)
+    return sys.modules[key]
+
+
 def run_cli(args: Sequence[str], cwd: Path, timeout: int = 240, env: dict | None = None, pin: bool = True):
     """Run `python train.py ...` as a user would; returns the CompletedProcess.
 

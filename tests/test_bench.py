@@ -2,27 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import subprocess
 import sys
 
 import pytest
-from conftest import ROOT
+from conftest import ROOT, load_bench_module
 
-
-def _load_bench():
-    if "energy_bench" in sys.modules:
-        return sys.modules["energy_bench"]
-    spec = importlib.util.spec_from_file_location("energy_bench", ROOT / "bench" / "energy_bench.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["energy_bench"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-bench = _load_bench()
+bench = load_bench_module("energy_bench")
 
 
 def test_variants_are_baseline_lightning_each_method_and_the_recipes():

@@ -2,25 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
 import math
-import sys
 
 import pytest
-from conftest import ROOT
+from conftest import load_bench_module
 
-
-def _load_stats():
-    if "wattwise_bench_stats" in sys.modules:
-        return sys.modules["wattwise_bench_stats"]
-    spec = importlib.util.spec_from_file_location("wattwise_bench_stats", ROOT / "bench" / "stats.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["wattwise_bench_stats"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-stats = _load_stats()
+stats = load_bench_module("stats")
 
 
 def test_a_constant_sample_has_a_degenerate_interval_at_the_constant():
