@@ -209,8 +209,8 @@ def test_user_datamodule_and_net_plug_in_by_target(make_cfg):
 
     cfg = make_cfg("trainer.max_epochs=2")
     with open_dict(cfg):
-        cfg.data = OmegaConf.create({"_target_": "user_plugins.TwoBlobs", "batch_size": 16})
-        cfg.model.net = OmegaConf.create({"_target_": "user_plugins.TinyNet", "hidden": 8})
+        cfg.data = OmegaConf.create({"_target_": "mypkg.MyDataModule", "batch_size": 16})
+        cfg.model.net = OmegaConf.create({"_target_": "mypkg.MyNet", "width": 8})
     train(cfg)
     s = _summary(cfg)
     assert s["status"] == "completed" and 0.0 <= s["test/acc"] <= 1.0

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import functools
 import importlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -175,14 +175,6 @@ def search_choices() -> list[str]:
 def optim_search_space(*_: Any) -> str:
     """Optuna's categorical over `search_choices()` (`hparams_search=energy_pareto` reads it)."""
     return "choice(" + ", ".join(search_choices()) + ")"
-
-
-def check_option_names(names: Sequence[str]) -> None:
-    unknown = [n for n in names if n not in option_names()]
-    if unknown:
-        from wattwise.utils.errors import ConfigError
-
-        raise ConfigError(f"optim: unknown option(s) {unknown}; choose from {option_names()}")
 
 
 if __name__ == "__main__":  # `python -m wattwise.optim.registry --sweep`: the standard sweep's optim list
