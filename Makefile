@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml $(CONSTRAINTS) Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -c $(CONSTRAINTS) torch
-	$(PY) -m pip install -q -c $(CONSTRAINTS) -e '.[dev,sweep,slurm]'
+	$(PY) -m pip install -q -c $(CONSTRAINTS) -e '.[dev,sweep,slurm,quant]'
 	touch $(STAMP)
 
 train: $(STAMP)

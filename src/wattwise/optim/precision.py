@@ -59,6 +59,15 @@ log = logging.getLogger(__name__)
 
 PRECISION_CHOICES = ("auto", "bf16-mixed", "16-mixed", "32-true")
 _MIXED = ("bf16-mixed", "16-mixed")
+FP8 = "bf16-mixed+fp8"  # the trial candidate: bf16 autocast, the planned Linear layers in FP8
+FP8_CHOICES = ("auto", "off")
+
+
+def fp8_device(device: torch.device) -> tuple[str, tuple[int, int] | None]:
+    """(device type, CUDA compute capability or None) of the Trainer's device, for the FP8 gate."""
+    if device.type == "cuda":
+        return "cuda", tuple(torch.cuda.get_device_capability(device))
+    return device.type, None
 
 
 def choose_precision(device_type: str, cuda_capability: tuple[int, int] | None, bf16_supported: bool) -> str:
@@ -171,6 +180,10 @@ class AutoMixedPrecision(EnergyMethod):
             device and is read once every this many steps, never per step.
         measure_steps: with `precision: auto`, steps each candidate precision is measured for at
             fit start before the cheaper is kept (0: trust the hardware table).
+        fp8: `auto`: where the run trains in bf16-mixed on a card with FP8 tensor cores, the
+            Linear layers torchao's shape guidance says gain (optim/fp8.py) are tried in FP8
+            against bf16 at fit start and kept only if cheaper; `off`: never.
+        fp8_recipe: torchao's FP8 scaling recipe, `tensorwise` or `rowwise`.
         if_not_applicable: `fail` or `skip` (see optim/base.py); amp applies to every net.
     """
 
@@ -189,6 +202,8 @@ class AutoMixedPrecision(EnergyMethod):
         channels_last: bool = True,
         max_nonfinite_steps: int = 20,
         measure_steps: int = 4,
+        fp8: str = "auto",
+        fp8_recipe: str = "tensorwise",
         if_not_applicable: str = "fail",
     ) -> None:
         super().__init__(if_not_applicable)
@@ -201,6 +216,17 @@ class AutoMixedPrecision(EnergyMethod):
             )
         if max_nonfinite_steps < 0:
             raise ConfigError(f"callbacks.amp.max_nonfinite_steps must be >= 0, got {max_nonfinite_steps}")
+        if fp8 not in FP8_CHOICES:
+            raise ConfigError(f"callbacks.amp.fp8 must be one of {FP8_CHOICES}, got {fp8!r}")
+        from wattwise.optim.fp8 import RECIPES
+
+        if fp8_recipe not in RECIPES:
+            raise ConfigError(f"callbacks.amp.fp8_recipe must be one of {RECIPES}, got {fp8_recipe!r}")
+        self.fp8 = fp8
+        self.fp8_recipe = fp8_recipe
+        self.fp8_layers: list[str] = []  # the planned FP8 layers, once the gate has passed
+        self.fp8_note: str | None = None  # why no layer trains in FP8, or the plan
+        self._fp8_originals: dict[str, nn.Module] = {}  # swapped-out Linear layers, to swap back
         self.precision = precision
         self.tf32 = bool(tf32)
         self.channels_last = bool(channels_last)
@@ -241,15 +267,27 @@ class AutoMixedPrecision(EnergyMethod):
         self, trainer: L.Trainer, pl_module: L.LightningModule, change: StructureChange
     ) -> None:
         self._relayout = self.channels_last_enabled  # rebuilt layers get channels_last at the next batch
+        if self._fp8_originals or self.fp8_layers:  # the planned widths are gone: bf16 from here on
+            self._fp8_swap(trainer, on=False)
+            self.fp8_layers = []
+            self.fp8_note = "dropped after a structure change (the net was pruned)"
+            if self.chosen_precision == FP8:
+                self.chosen_precision = "bf16-mixed"
 
     # ---- measuring the candidates at fit start ------------------------------------------------
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self._resumed_choice is not None:  # decided before the checkpoint: keep that choice
             self._use(trainer, self._resumed_choice)
             return
-        if self.precision != "auto" or self.measure_steps == 0 or self.chosen_precision == "32-true":
+        candidates = [FP8] if self.fp8_layers else []
+        if self.precision == "auto" and self.chosen_precision != "32-true":
+            candidates += [str(self.chosen_precision), "32-true"]
+        elif candidates:
+            candidates.append(str(self.chosen_precision))
+        if self.measure_steps == 0 or len(candidates) < 2:
+            if self.fp8_layers:
+                self.fp8_note = "planned but not measured (measure_steps: 0): bf16 kept"
             return
-        candidates = [str(self.chosen_precision), "32-true"]
         need = len(candidates) * (self.measure_steps + 1)
         batches = trainer.num_training_batches
         if math.isfinite(batches) and batches < need:
@@ -258,11 +296,26 @@ class AutoMixedPrecision(EnergyMethod):
             return
         self._trial, self._trial_step = candidates, 0
 
+    def _fp8_swap(self, trainer: L.Trainer, on: bool) -> None:
+        """The planned Linear layers to FP8 (on) or back to the originals (off); Parameters stay."""
+        from wattwise.optim import fp8
+
+        net = trainer.lightning_module
+        if on and not self._fp8_originals:
+            self._fp8_originals = fp8.swap_to_fp8(net, self.fp8_layers, self.fp8_recipe)
+        elif not on and self._fp8_originals:
+            fp8.swap_back(net, self._fp8_originals)
+            self._fp8_originals = {}
+
     def _use(self, trainer: L.Trainer, choice: str) -> None:
         """Switch the Trainer's precision plugin between steps (safe for these plugins: no state)."""
         from lightning.pytorch.plugins.precision import MixedPrecision, Precision
 
-        if str(trainer.precision) == choice:
+        if choice == FP8 and not self.fp8_layers:  # resumed where the FP8 gate does not pass
+            choice = "bf16-mixed"
+        self._fp8_swap(trainer, on=choice == FP8)
+        plugin_choice = "bf16-mixed" if choice == FP8 else choice
+        if str(trainer.precision) == plugin_choice:
             self.chosen_precision = choice
             return
         device = trainer.strategy.root_device.type
@@ -271,7 +324,7 @@ class AutoMixedPrecision(EnergyMethod):
         elif choice == "16-mixed":
             plugin = MixedPrecision("16-mixed", device, scaler=torch.amp.GradScaler(device))
         else:
-            plugin = MixedPrecision(choice, device)
+            plugin = MixedPrecision(plugin_choice, device)
         trainer.strategy.precision_plugin = plugin
         self.chosen_precision = choice
 
@@ -368,6 +421,8 @@ class AutoMixedPrecision(EnergyMethod):
             torch.backends.cudnn.allow_tf32 = True
             torch.set_float32_matmul_precision("high")
             self.tf32_enabled = True
+        if stage == "fit":
+            self._plan_fp8(trainer, pl_module)
         self.channels_last_enabled = self.channels_last and has_conv(pl_module)
         if self.channels_last_enabled and self._hook is None:
             self._hook = pl_module.register_forward_pre_hook(_to_channels_last)
@@ -378,6 +433,34 @@ class AutoMixedPrecision(EnergyMethod):
                 "on" if self.tf32_enabled else "off",
                 "on" if self.channels_last_enabled else "off",
             )
+
+    def _plan_fp8(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """The FP8 gate: the card, the precision, then torchao's shape guidance per layer."""
+        from wattwise.optim import fp8
+
+        self.fp8_layers = []
+        if self.fp8 == "off":
+            self.fp8_note = "off (callbacks.amp.fp8)"
+            return
+        if self.chosen_precision != "bf16-mixed":
+            self.fp8_note = (
+                f"not tried: the run trains in {self.chosen_precision}, FP8 is tried against bf16-mixed"
+            )
+            return
+        supported, why = fp8.fp8_support(*fp8_device(trainer.strategy.root_device))
+        if not supported:
+            self.fp8_note = f"not tried: {why}"
+            return
+        from wattwise.optim.quantize import INSTALL_HINT, torchao_available
+
+        if not torchao_available():
+            self.fp8_note = f"not tried: {INSTALL_HINT}"
+            return
+        plan = fp8.plan_fp8_layers(pl_module, self.fp8_recipe)
+        self.fp8_layers = list(plan.fp8)
+        self.fp8_note = plan.describe()
+        if trainer.is_global_zero:
+            log.info("amp: FP8 plan (%s; %s): %s", why, self.fp8_recipe, self.fp8_note)
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.channels_last_enabled:  # after the move to the device, before the sanity check
@@ -493,6 +576,7 @@ class AutoMixedPrecision(EnergyMethod):
             "amp/tf32": self.tf32_enabled,
             "amp/channels_last": self.channels_last_enabled,
             "amp/nonfinite_steps": self.nonfinite_steps,
+            "amp/fp8": sorted(self._fp8_originals) if self.chosen_precision == FP8 else self.fp8_note,
         }
         if self.chosen_precision == "16-mixed":
             out["amp/skipped_steps"] = self.skipped_steps
