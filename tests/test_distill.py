@@ -123,6 +123,23 @@ def test_teacher_never_enters_the_students_checkpoint_or_macs(tmp_path, teacher_
     assert both["distill/teacher_train_J"] == teacher_summary["energy/total_J"]
 
 
+@pytest.mark.parametrize("form", ["ckpt", "target"])
+def test_a_teacher_given_as_a_ckpt_or_a_target_with_weights_is_the_same_teacher(tmp_path, teacher_run, form):
+    ckpt = teacher_run / "checkpoints" / "last.ckpt"
+    spec = (
+        [f"callbacks.distill.teacher={ckpt}"]
+        if form == "ckpt"
+        else [
+            "callbacks.distill.teacher={_target_:wattwise.models.MLP,hidden:[128]}",
+            f"callbacks.distill.teacher_weights={ckpt}",
+        ]
+    )
+    summary, _ = _train(tmp_path, ["+optim=distill", *spec])
+    teacher_summary = json.loads((teacher_run / "summary.json").read_text())
+    assert summary["distill/status"] == "active" and summary["distill/teacher_forwards"] == 3
+    assert summary["distill/teacher_train_J"] == teacher_summary["energy/total_J"]  # read from its run
+
+
 # ---- the cache --------------------------------------------------------------------------------------
 def test_a_cached_run_matches_an_uncached_one_exactly_and_runs_the_teacher_less(tmp_path, teacher_run):
     base = [*TWO_EPOCHS, "+optim=distill", f"callbacks.distill.teacher={teacher_run}", "seed=7"]
