@@ -235,7 +235,7 @@ def test_a_teacher_trained_for_another_task_is_refused_in_one_line(tmp_path, tea
 
 
 # ---- resuming -----------------------------------------------------------------------------------
-@pytest.mark.parametrize("cached", [False, True])
+@pytest.mark.parametrize("cached", [False, pytest.param(True, marks=pytest.mark.slow)])
 def test_resuming_mid_run_continues_the_counts_and_the_cache(tmp_path, teacher_run, cached):
     over = [*TWO_EPOCHS, "+optim=distill", f"callbacks.distill.teacher={teacher_run}"]
     if cached:  # the cache built beforehand: every run below finds it
