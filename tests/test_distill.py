@@ -141,8 +141,13 @@ def test_a_teacher_given_as_a_ckpt_or_a_target_with_weights_is_the_same_teacher(
 
 
 # ---- the cache --------------------------------------------------------------------------------------
-def test_a_cached_run_matches_an_uncached_one_exactly_and_runs_the_teacher_less(tmp_path, teacher_run):
+@pytest.mark.parametrize("precision", ["32-true", pytest.param("bf16-mixed", marks=pytest.mark.slow)])
+def test_a_cached_run_matches_an_uncached_one_exactly_and_runs_the_teacher_less(
+    tmp_path, teacher_run, precision
+):
+    """bf16-mixed: the cache is built under the step's own autocast, so it is exact there too."""
     base = [*TWO_EPOCHS, "+optim=distill", f"callbacks.distill.teacher={teacher_run}", "seed=7"]
+    base.append(f"trainer.precision={precision}")
     cached = [*base, "callbacks.distill.cache=true", f"callbacks.distill.cache_dir={tmp_path}/cache"]
     live, live_dir = _train(tmp_path / "live", base)
     first, first_dir = _train(tmp_path / "first", cached)
@@ -301,3 +306,13 @@ def test_a_baseline_is_read_and_gives_the_break_even_in_the_summary(tmp_path, te
     assert text.startswith("never") or "runs: one-off" in text
     with pytest.raises(ConfigError, match=r"callbacks\.distill\.baseline=/nowhere"):
         Distillation(teacher=str(teacher_run), baseline="/nowhere")
+
+
+def test_without_a_teacher_it_steps_aside_or_stops_in_one_line():
+    from wattwise.optim.base import NotApplicableError
+
+    skipped = Distillation(teacher=None, if_not_applicable="skip")
+    assert skipped.status == "skipped" and "callbacks.distill.teacher" in skipped.skipped_reason
+    with pytest.raises(NotApplicableError, match=r"\+optim=distill does not apply here: no teacher") as err:
+        Distillation(teacher=None)
+    assert "\n" not in str(err.value)
