@@ -316,3 +316,12 @@ def test_without_a_teacher_it_steps_aside_or_stops_in_one_line():
     with pytest.raises(NotApplicableError, match=r"\+optim=distill does not apply here: no teacher") as err:
         Distillation(teacher=None)
     assert "\n" not in str(err.value)
+
+
+def test_the_teacher_hash_covers_every_tensor_batchnorm_counters_included():
+    from wattwise.optim.distillation.teacher import weights_sha256
+
+    net = torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.BatchNorm1d(3))
+    before = weights_sha256(net)  # num_batches_tracked is a 0-dim tensor
+    net[1].running_mean += 1
+    assert weights_sha256(net) != before
