@@ -1,6 +1,6 @@
 """Knowledge distillation, `+optim=distill`: train the configured net (the student) against a teacher.
 
-Card: docs/distill.md (benchmark and verdicts: docs/distill_bench.md). The loss is Hinton's,
+Card (with the benchmark): docs/distill.md. The loss is Hinton's,
 `alpha * T^2 * KL(softmax(teacher/T) || softmax(student/T)) + (1 - alpha) * CE(student, labels)`,
 added through the module's `loss_terms` (training steps only: `val/loss` stays the plain
 cross-entropy, comparable across runs). The teacher is a run dir or `.ckpt` of an earlier
