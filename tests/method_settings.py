@@ -10,6 +10,8 @@ from __future__ import annotations
 ACT_QUICKLY: dict[str, list[str]] = {
     "prune": ["callbacks.prune.start_epoch=0", "callbacks.prune.end_epoch=1"],
     "power": ["callbacks.power.warmup_steps=1", "callbacks.power.profile_steps=1"],
+    # distill needs a teacher: tests/teachers.py takes every zoo task's inputs (initial weights).
+    "distill": ["callbacks.distill.teacher={_target_:teachers.FlatTeacher}"],
 }
 
 # One bad value per method and the key its one-line error must name. A method not listed is
@@ -19,4 +21,5 @@ BAD_SETTING: dict[str, tuple[str, str]] = {
     "early_stop": ("callbacks.early_stop.window=0", "callbacks.early_stop.window"),
     "prune": ("callbacks.prune.ratio=1.5", "callbacks.prune.ratio"),
     "power": ("callbacks.power.eta=2", "callbacks.power.eta"),
+    "distill": ("callbacks.distill.temperature=0", "callbacks.distill.temperature"),
 }
