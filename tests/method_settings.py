@@ -12,6 +12,8 @@ ACT_QUICKLY: dict[str, list[str]] = {
     "power": ["callbacks.power.warmup_steps=1", "callbacks.power.profile_steps=1"],
     # distill needs a teacher: tests/teachers.py takes every zoo task's inputs (initial weights).
     "distill": ["callbacks.distill.teacher={_target_:teachers.FlatTeacher}"],
+    # tracing the int8 program takes ~10 s on the GRU; tests/test_qat.py checks the program
+    "qat": ["callbacks.qat.export_program=false"],
 }
 
 # One bad value per method and the key its one-line error must name. A method not listed is

@@ -121,6 +121,8 @@ class QuantizationAwareTraining(EnergyMethod):
             `per_group` (one per `group_size` inputs; layers whose width is not a multiple stay float).
         group_size: inputs per scale with `per_group` (> 0).
         export_dir: where `int8_net.pt2` and `int8_state_dict.pt` go at fit end; null: nowhere.
+        export_program: also write `int8_net.pt2` (a torch.export program; tracing takes seconds
+            for recurrent nets); false: the state dict only.
         compare_batches: test batches the int8 and float models are compared on (null: all).
         if_not_applicable: `fail` or `skip` (see optim/base.py): no Linear layer, or no torchao.
     """
@@ -136,6 +138,7 @@ class QuantizationAwareTraining(EnergyMethod):
         granularity: str = "per_channel",
         group_size: int = 32,
         export_dir: str | None = None,
+        export_program: bool = True,
         compare_batches: int | None = None,
         if_not_applicable: str = "fail",
     ) -> None:
@@ -158,6 +161,7 @@ class QuantizationAwareTraining(EnergyMethod):
         self.granularity = granularity
         self.group_size = group_size
         self.export_dir = export_dir
+        self.export_program = bool(export_program)
         self.compare_batches = compare_batches
         self.prepared = False
         self.prepared_at: int | None = None
@@ -295,7 +299,7 @@ class QuantizationAwareTraining(EnergyMethod):
         state_path = out_dir / "int8_state_dict.pt"
         torch.save(int8_net.cpu().state_dict(), state_path)
         written["state_dict"] = str(state_path)
-        example = self._example(trainer)
+        example = self._example(trainer) if self.export_program else None
         if example is not None:
             try:
                 from wattwise.optim.pruning.export import _export_program
