@@ -1,4 +1,4 @@
-"""Carbon-aware start: wait, up to a deadline, for the cleanest window the grid forecast offers (`+optim=carbon_aware`).
+"""Carbon-aware start: wait, up to a deadline, for the cleanest forecast window (`+optim=carbon_aware`).
 
 Method card
 -----------
@@ -68,7 +68,7 @@ class StartPlan:
 
 
 def window_mean(points: Sequence[ForecastPoint], start: datetime, duration: timedelta) -> tuple[float, float]:
-    """Mean forecast intensity over [start, start + duration), weighted by overlap, and the seconds covered."""
+    """Mean forecast intensity over [start, start + duration), overlap-weighted, and the seconds covered."""
     end = start + duration
     weighted, covered = 0.0, 0.0
     for i, p in enumerate(points):
