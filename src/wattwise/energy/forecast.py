@@ -37,6 +37,7 @@ class RunForecast:
     time_s: float
     gCO2e: float
     next_epoch_J: float
+    next_epoch_s: float
     bound: str  # what limits `epochs`: max_epochs, or the budget that allows fewer
 
     def figures(self) -> dict[str, Any]:
@@ -90,6 +91,7 @@ def forecast_run(
         time_s=spent_s + left * nxt.epoch_s,
         gCO2e=total_J * gCO2_per_J,
         next_epoch_J=nxt.epoch_J,
+        next_epoch_s=nxt.epoch_s,
         bound=bound,
     )
 
@@ -102,14 +104,21 @@ def crossing_budget(spent_J: float, next_J: float, budgets_J: dict[str, float]) 
     return None
 
 
-def forecast_error_pct(forecast: RunForecast, history: Sequence[EpochCost], actual_J: float) -> float | None:
-    """How far the early forecast was from the real total, in percent of the real total.
+def forecast_error_pct(
+    forecast: RunForecast, history: Sequence[EpochCost], actual: float, of: str = "energy"
+) -> float | None:
+    """How far the early forecast was from the real total (`of`: energy or time), in percent of the real one.
 
     Compared like for like: the forecast is re-read for the epochs actually trained (a run that an
     early-stopping rule cut short is not counted as a forecast error).
     """
-    if actual_J <= 0 or forecast.after_epochs > len(history):
+    if actual <= 0 or forecast.after_epochs > len(history):
         return None
-    spent_at_forecast = forecast.total_J - (forecast.epochs - forecast.after_epochs) * forecast.next_epoch_J
-    predicted = spent_at_forecast + (len(history) - forecast.after_epochs) * forecast.next_epoch_J
-    return 100.0 * (predicted - actual_J) / actual_J
+    total, per_epoch = (
+        (forecast.total_J, forecast.next_epoch_J)
+        if of == "energy"
+        else (forecast.time_s, forecast.next_epoch_s)
+    )
+    at_forecast = total - (forecast.epochs - forecast.after_epochs) * per_epoch
+    predicted = at_forecast + (len(history) - forecast.after_epochs) * per_epoch
+    return 100.0 * (predicted - actual) / actual

@@ -93,6 +93,7 @@ class EnergyReport(L.Callback):
         self.latest: RunForecast | None = None
         self.stop_reason: str | None = None
         self.error_pct: float | None = None
+        self.time_error_pct: float | None = None
         self.files: dict[str, str] = {}
         self.slurm: dict[str, Any] = {}
         self._epoch_start_s = 0.0
@@ -196,6 +197,7 @@ class EnergyReport(L.Callback):
         energy = find_energy_monitor(trainer)
         if self.first is not None and self._measuring(energy):
             self.error_pct = forecast_error_pct(self.first, self.history, float(energy.total_J))
+            self.time_error_pct = forecast_error_pct(self.first, self.history, energy.time_s, of="time")
         if not trainer.is_global_zero:
             return
         from wattwise.utils.slurm_energy import read_slurm_energy
@@ -224,7 +226,13 @@ class EnergyReport(L.Callback):
             where = figures.get("carbon/location") or "no energy.region"
             title = f"{self.monitor} vs energy, {len(self.history)} epochs, {where}"
             path = plot_accuracy_vs_energy(
-                self.cumulative_J, self.metric, self.grams_per_J(energy), out / ENERGY_PLOT_FILE, title, label
+                self.cumulative_J,
+                self.metric,
+                self.grams_per_J(energy),
+                out / ENERGY_PLOT_FILE,
+                title,
+                label,
+                forecast=(self.first.total_J, self.first.after_epochs) if self.first else None,
             )
             self.files["report/plot"] = str(path)
         if self.model_card:
@@ -266,6 +274,8 @@ class EnergyReport(L.Callback):
             out.update(self.first.figures())
         if self.error_pct is not None:
             out["forecast/error_pct"] = self.error_pct
+        if self.time_error_pct is not None:
+            out["forecast/time_error_pct"] = self.time_error_pct
         if self.stop_reason is not None:
             out["forecast/stop_reason"] = self.stop_reason
         out.update(self.slurm)

@@ -15,8 +15,10 @@ def plot_accuracy_vs_energy(
     path: str | Path,
     title: str,
     energy_label: str,
+    forecast: tuple[float, int] | None = None,
 ) -> Path:
-    """One point per epoch (joules at the devices, cumulative; accuracy in %), grams CO2e on the top axis."""
+    """One point per epoch (joules at the devices, cumulative; accuracy in %), grams CO2e on the top axis;
+    `forecast` (total J, after how many epochs) marks where the early forecast said the fit would end."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -28,6 +30,18 @@ def plot_accuracy_vs_energy(
         xs, ys = zip(*pts)
         ax.plot(xs, ys, marker="o", markersize=3, linewidth=1.2)
         ax.annotate(f"{ys[-1]:.1f} %", (xs[-1], ys[-1]), textcoords="offset points", xytext=(-30, -14))
+    if forecast is not None:
+        ax.axvline(forecast[0], color="0.5", linestyle="--", linewidth=1)
+        ax.annotate(
+            f"forecast after epoch {forecast[1]}",
+            (forecast[0], 0.04),
+            xycoords=("data", "axes fraction"),
+            rotation=90,
+            fontsize=7,
+            color="0.4",
+            xytext=(-9, 0),
+            textcoords="offset points",
+        )
     ax.set_xlabel(f"energy so far, J ({energy_label})")
     ax.set_ylabel("validation accuracy, %")
     ax.grid(True, alpha=0.3)

@@ -47,7 +47,9 @@ def _forecast_rows(s: Mapping[str, Any]) -> list[tuple[str, str]]:
             f"for {s.get('forecast/epochs')} epochs ({s.get('forecast/bound')})"
         )
         if (err := s.get("forecast/error_pct")) is not None:
-            text += f"; error {err:+.1f} %"
+            text += f"; error {err:+.1f} % energy"
+            if (terr := s.get("forecast/time_error_pct")) is not None:
+                text += f", {terr:+.1f} % time"
         rows.append((f"forecast (epoch {s.get('forecast/after_epochs')})", text))
     if s.get("forecast/stop_reason"):
         rows.append(("stopped", str(s["forecast/stop_reason"])))
