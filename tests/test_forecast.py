@@ -33,8 +33,12 @@ def test_forecast_after_epoch_one_on_a_scripted_sequence():
 def test_the_next_epoch_is_the_mean_of_the_recent_window():
     history = [EpochCost(30.0, 9.0), EpochCost(10.0, 2.0), EpochCost(12.0, 2.0), EpochCost(14.0, 2.0)]
     f = forecast_run(history, spent_J=70.0, spent_s=16.0, max_epochs=6, gCO2_per_J=0.0, window=3)
-    assert f.next_epoch_J == pytest.approx(12.0)  # the warm-up epoch (30 J) has left the window
+    assert f.next_epoch_J == pytest.approx(12.0)  # the last three
     assert f.total_J == pytest.approx(70 + 2 * 12)
+    two = forecast_run(history[:2], spent_J=45.0, spent_s=12.0, max_epochs=6, gCO2_per_J=0.0, window=3)
+    assert two.next_epoch_J == pytest.approx(
+        10.0
+    )  # the warm-up epoch (30 J) is left out once a second exists
 
 
 def test_forecast_error_is_like_for_like():

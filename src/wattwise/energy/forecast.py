@@ -3,8 +3,8 @@
 Pure functions of the measured epochs (the EnergyMonitor's per-epoch figures), so the forecast, the
 budget rule and the final error are checked on scripted sequences, without a trainer.
 
-The next epoch is predicted to cost the mean of the last `window` measured epochs (the first epoch
-carries warm-up costs; once `window` later epochs exist it no longer counts). The run is predicted
+The next epoch is predicted to cost the mean of the last `window` measured epochs, leaving out the
+first epoch (it carries warm-up costs) as soon as a second one exists. The run is predicted
 to last until `max_epochs`, or fewer where a budget (in joules, or in grams CO2e converted at the
 run's intensity and PUE) allows fewer whole epochs: the forecast is for the run the user will get.
 """
@@ -45,10 +45,12 @@ class RunForecast:
 
 
 def next_epoch_cost(history: Sequence[EpochCost], window: int = DEFAULT_WINDOW) -> EpochCost:
-    """The predicted cost of the next epoch: the mean of the last `window` epochs."""
+    """The predicted cost of the next epoch: the mean of the last `window` epochs, the first epoch
+    (caches, autotuning, lazy set-up) left out as soon as a second one exists."""
     if not history:
         raise ValueError("a forecast needs at least one measured epoch")
-    recent = list(history)[-window:]
+    measured = list(history)[1:] if len(history) > 1 else list(history)  # the first epoch warms up
+    recent = measured[-window:]
     return EpochCost(
         sum(c.epoch_J for c in recent) / len(recent), sum(c.epoch_s for c in recent) / len(recent)
     )
