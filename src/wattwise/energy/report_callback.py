@@ -88,6 +88,7 @@ class EnergyReport(L.Callback):
         self.sacct_timeout_s = float(sacct_timeout_s)
         self.history: list[EpochCost] = []
         self.cumulative_J: list[float] = []
+        self.cumulative_s: list[float] = []
         self.metric: list[float | None] = []
         self.first: RunForecast | None = None
         self.latest: RunForecast | None = None
@@ -97,6 +98,7 @@ class EnergyReport(L.Callback):
         self.files: dict[str, str] = {}
         self.slurm: dict[str, Any] = {}
         self._epoch_start_s = 0.0
+        self._fitting = True
 
     # ---- what the forecast reads ------------------------------------------------------------------
     @staticmethod
@@ -122,6 +124,9 @@ class EnergyReport(L.Callback):
         return out
 
     # ---- hooks ----------------------------------------------------------------------------------
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self._fitting = stage == "fit"
+
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         energy = find_energy_monitor(trainer)
         self._epoch_start_s = energy.time_s if energy is not None else 0.0
@@ -134,22 +139,16 @@ class EnergyReport(L.Callback):
             return
         self.history.append(EpochCost(energy.epoch_energies_J[-1], energy.time_s - self._epoch_start_s))
         self.cumulative_J.append(float(energy.total_J))
+        self.cumulative_s.append(energy.time_s)
         value = trainer.callback_metrics.get(self.monitor)
         self.metric.append(float(value) if value is not None else None)
         if len(self.history) < self.forecast_after_epochs:
             return
         budgets = self.budgets_J(trainer, energy)
-        self.latest = forecast_run(
-            self.history,
-            float(energy.total_J),
-            energy.time_s,
-            int(trainer.max_epochs or len(self.history)),
-            self.grams_per_J(energy),
-            budgets,
-            self.window,
-        )
+        self.latest = self._forecast_at(len(self.history), trainer, energy, budgets)
+        # After a resume the first forecast is re-made from the restored epochs, for this run's settings.
         if self.first is None:
-            self.first = self.latest
+            self.first = self._forecast_at(self.forecast_after_epochs, trainer, energy, budgets)
             if trainer.is_global_zero:
                 log.info(
                     "Forecast after %d epoch(s): %.0f J, %.0f s, %.4g g CO2e for %d epochs (%s)",
@@ -166,6 +165,20 @@ class EnergyReport(L.Callback):
         pl_module.log("forecast/total_J", self.latest.total_J, prog_bar=True, rank_zero_only=True)
         pl_module.log("forecast/gCO2e", self.latest.gCO2e, rank_zero_only=True)
         self._check_budgets(trainer, energy, budgets)
+
+    def _forecast_at(
+        self, epochs: int, trainer: L.Trainer, energy: EnergyMonitor, budgets: dict[str, float]
+    ) -> RunForecast:
+        """The forecast as it stood after `epochs` epochs of this fit."""
+        return forecast_run(
+            self.history[:epochs],
+            self.cumulative_J[epochs - 1],
+            self.cumulative_s[epochs - 1],
+            int(trainer.max_epochs or len(self.history)),
+            self.grams_per_J(energy),
+            budgets,
+            self.window,
+        )
 
     def _check_budgets(self, trainer: L.Trainer, energy: EnergyMonitor, budgets: dict[str, float]) -> None:
         own = {
@@ -283,19 +296,23 @@ class EnergyReport(L.Callback):
         return out
 
     def state_dict(self) -> dict[str, Any]:
+        """The measured epochs; the forecasts are re-made from them (a resumed run may set another
+        max_epochs or budget, and its forecast is for the run it will be)."""
         return {
             "history": [asdict(c) for c in self.history],
             "cumulative_J": list(self.cumulative_J),
+            "cumulative_s": list(self.cumulative_s),
             "metric": list(self.metric),
-            "first": asdict(self.first) if self.first else None,
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if not self._fitting:
+            return  # trainer.test(ckpt_path="best") restores callbacks too: keep the whole fit's figures
         self.history = [EpochCost(**c) for c in state_dict.get("history", [])]
         self.cumulative_J = list(state_dict.get("cumulative_J", []))
+        self.cumulative_s = list(state_dict.get("cumulative_s", []))
         self.metric = list(state_dict.get("metric", []))
-        first = state_dict.get("first")
-        self.first = RunForecast(**first) if first else None
+        self.first = None
 
 
 def hardware_used(trainer: L.Trainer) -> str:
