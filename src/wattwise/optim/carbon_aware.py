@@ -10,7 +10,8 @@ What it does
     predicted duration (`duration_s`), and waits for the lowest (ties: the earliest). It logs when
     it will start and why (the window's intensity against starting now), and starts at once when no
     forecast is available (no region, no key, an error, a timeout, an empty forecast) or when now
-    is already the best. In a sweep every job asks and decides for itself.
+    is already the best. In a sweep every job asks and decides for itself; under DDP the first
+    process asks and the others wait with it.
 
 What it saves
     Carbon, not energy: the same joules at a lower intensity. How much depends on the grid's daily
@@ -127,6 +128,9 @@ class CarbonAwareStart(EnergyMethod):
     name = "carbon_aware"
     figure_prefix = "carbon_aware/"
     summary_keys = ("carbon_aware/decision", "carbon_aware/reason", "carbon_aware/wait_s")
+    in_comparisons = (
+        False  # it moves the run in time; sweeps and the benchmark offline would repeat the baseline
+    )
 
     # Injectable for tests: the wall clock (epoch seconds) and the sleep.
     clock: Callable[[], float] = staticmethod(time.time)
@@ -185,7 +189,11 @@ class CarbonAwareStart(EnergyMethod):
             return
         self.status = STATUS_ACTIVE
         deadline_s = self.clock() + self.deadline_h * 3600.0
-        self.plan = self.decide()
+        distributed = trainer is not None and trainer.world_size > 1
+        if not distributed or trainer.is_global_zero:
+            self.plan = self.decide()
+        if distributed:  # one process asks and decides; all wait alike (no collective runs out of step)
+            self.plan, self.reason = trainer.strategy.broadcast((self.plan, self.reason), src=0)
         if self.plan is None or self.plan.wait_s <= 0:
             self.decision = "started_now"
             log.info("carbon_aware: %s", self.reason)
