@@ -227,3 +227,20 @@ def test_outside_slurm_sacct_is_not_called(monkeypatch):
     monkeypatch.delenv("SLURM_JOB_ID", raising=False)
     assert read_slurm_energy() is None
     assert parse_consumed_energy("|\nabc\n") is None
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ("energy.region=Atlantis", "energy.region"),
+        ("energy.pue=0.5", "energy.pue"),
+        ("energy.provider.timeout_s=0", "energy.provider.timeout_s"),
+        ("+energy.provider.token=x", "energy.provider.token"),
+    ],
+)
+def test_carbon_settings_are_checked_before_the_run_is_built(make_cfg, override, key):
+    from wattwise.utils.validate import validate_config
+
+    with pytest.raises(ConfigError) as err:
+        validate_config(make_cfg(override))
+    assert str(err.value).startswith(key) and "\n" not in str(err.value)
