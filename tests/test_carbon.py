@@ -244,3 +244,17 @@ def test_carbon_settings_are_checked_before_the_run_is_built(make_cfg, override,
     with pytest.raises(ConfigError) as err:
         validate_config(make_cfg(override))
     assert str(err.value).startswith(key) and "\n" not in str(err.value)
+
+
+def test_the_key_comes_from_the_environment_at_run_time_and_never_enters_the_config(make_cfg, monkeypatch):
+    from omegaconf import OmegaConf
+
+    monkeypatch.setenv("ELECTRICITYMAPS_API_KEY", "s3cret")
+    cfg = make_cfg("energy.region=DE")
+    assert "s3cret" not in OmegaConf.to_yaml(cfg, resolve=True)  # what the loggers' hyperparameters get
+    script = Script(latest=99.0)
+    with fake_provider(script) as url:
+        node = {**OmegaConf.to_container(cfg.energy.provider, resolve=True), "endpoint": url}
+        monitor = EnergyMonitor(mode="estimate", region="DE", provider=node)
+        got = resolve_intensity(monitor.region, 475.0, monitor.provider)
+    assert got.gCO2_per_kWh == 99.0 and script.requests[0]["token"] == "s3cret"

@@ -6,13 +6,17 @@ run at most `timeout_s` per question, and the caller falls back):
 - `latest(zone)`: `GET {endpoint}/v3/carbon-intensity/latest?zone=<zone>` -> the hour's gCO2e/kWh;
 - `forecast(zone)`: `GET {endpoint}/v3/carbon-intensity/forecast?zone=<zone>` -> hourly points ahead.
 
-The API key travels in the `auth-token` header. Any other provider plugs in by offering the same
-two methods (`IntensityProvider`) and a name in `PROVIDERS`.
+The API key travels in the `auth-token` header; it comes from `energy.provider.api_key` or, when that
+is null (the default), from the `ELECTRICITYMAPS_API_KEY` environment variable, read when the run
+starts, so the key is never written into the run's resolved config or logged hyperparameters.
+Any other provider plugs in by offering the same two methods (`IntensityProvider`) and a name in
+`PROVIDERS`.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -25,6 +29,9 @@ from wattwise.utils.errors import ConfigError
 
 ELECTRICITY_MAPS = "electricitymaps"
 ELECTRICITY_MAPS_URL = "https://api.electricitymap.org"
+API_KEY_ENV = (
+    "ELECTRICITYMAPS_API_KEY"  # read at run time: a key never lands in the saved config or the loggers
+)
 MAX_RESPONSE_BYTES = 1 << 20  # a forecast is a few kB; never read an unbounded body
 
 
@@ -65,7 +72,7 @@ class ProviderSettings:
         timeout = data.get("timeout_s", 5.0)
         if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not 0 < timeout <= 60:
             raise ConfigError(f"energy.provider.timeout_s must be in (0, 60] seconds, got {timeout!r}")
-        key = data.get("api_key")
+        key = data.get("api_key") or os.environ.get(API_KEY_ENV)
         return cls(str(name), data.get("endpoint") or None, str(key) if key else None, float(timeout))
 
 
