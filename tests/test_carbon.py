@@ -258,3 +258,11 @@ def test_the_key_comes_from_the_environment_at_run_time_and_never_enters_the_con
         monitor = EnergyMonitor(mode="estimate", region="DE", provider=node)
         got = resolve_intensity(monitor.region, 475.0, monitor.provider)
     assert got.gCO2_per_kWh == 99.0 and script.requests[0]["token"] == "s3cret"
+
+
+def test_the_wait_is_interruptible():
+    def interrupted(_s: float) -> None:
+        raise KeyboardInterrupt  # Ctrl+C during a sleep step: the wait ends, as any run would
+
+    with pytest.raises(KeyboardInterrupt):
+        wait_until(1000.0, 2000.0, lambda: 0.0, interrupted)

@@ -115,6 +115,20 @@ def test_a_carbon_budget_converts_at_the_runs_intensity_and_pue():
     assert run.trainer.should_stop and "budget_gCO2e" in report.stop_reason
 
 
+def test_with_early_stop_the_forecast_is_for_its_budget_and_the_stop_is_left_to_it():
+    from wattwise.optim.early_stop import EnergyAwareEarlyStopping
+
+    early_stop = EnergyAwareEarlyStopping(budget_J=35.0)
+    run = ScriptedRun(EnergyReport(report_dir=None), max_epochs=10)
+    run.trainer.callbacks.insert(1, early_stop)
+    for _ in range(3):
+        run.epoch(10.0, 2.0)
+    s = run.report.summary_figures()
+    assert (s["forecast/epochs"], s["forecast/bound"]) == (3, "early_stop budget")
+    assert s["forecast/total_J"] == pytest.approx(32.0)
+    assert not run.trainer.should_stop and "forecast/stop_reason" not in s  # early_stop's own rule stops it
+
+
 def test_no_stop_on_the_last_epoch_and_bad_settings_name_the_key():
     run = ScriptedRun(EnergyReport(budget_J=15.0, report_dir=None), max_epochs=1)
     run.epoch(10.0, 2.0)
