@@ -223,7 +223,7 @@ class EnergyReport(L.Callback):
         if self.report_dir and self._measuring(energy):
             try:
                 self._write_files(trainer, energy)
-            except OSError as err:  # a report that cannot be written must not fail the run
+            except (OSError, ImportError) as err:  # an unwritable report (or no matplotlib) never fails a run
                 log.warning("Energy report not written: %s", err)
 
     # ---- the files --------------------------------------------------------------------------------
@@ -233,22 +233,7 @@ class EnergyReport(L.Callback):
         estimate = not energy.source.startswith("zeus")
         label = f"ESTIMATE, {energy.source}" if estimate else f"measured, {energy.source}"
         figures = energy.summary_figures()
-        if self.plot and self.cumulative_J:
-            from wattwise.utils.energy_plot import ENERGY_PLOT_FILE, plot_accuracy_vs_energy
-
-            where = figures.get("carbon/location") or "no energy.region"
-            title = f"{self.monitor} vs energy, {len(self.history)} epochs, {where}"
-            path = plot_accuracy_vs_energy(
-                self.cumulative_J,
-                self.metric,
-                self.grams_per_J(energy),
-                out / ENERGY_PLOT_FILE,
-                title,
-                label,
-                forecast=(self.first.total_J, self.first.after_epochs) if self.first else None,
-            )
-            self.files["report/plot"] = str(path)
-        if self.model_card:
+        if self.model_card:  # first: it needs nothing beyond the standard library
             import wattwise
             from wattwise.utils.model_card import MODEL_CARD_FILE, co2_card
 
@@ -265,6 +250,21 @@ class EnergyReport(L.Callback):
             path = out / MODEL_CARD_FILE
             path.write_text(text)
             self.files["report/model_card"] = str(path)
+        if self.plot and self.cumulative_J:
+            from wattwise.utils.energy_plot import ENERGY_PLOT_FILE, plot_accuracy_vs_energy
+
+            where = figures.get("carbon/location") or "no energy.region"
+            title = f"{self.monitor} vs energy, {len(self.history)} epochs, {where}"
+            path = plot_accuracy_vs_energy(
+                self.cumulative_J,
+                self.metric,
+                self.grams_per_J(energy),
+                out / ENERGY_PLOT_FILE,
+                title,
+                label,
+                forecast=(self.first.total_J, self.first.after_epochs) if self.first else None,
+            )
+            self.files["report/plot"] = str(path)
 
     def _card_details(self, energy: EnergyMonitor, figures: dict[str, Any], label: str) -> dict[str, str]:
         rows = {
