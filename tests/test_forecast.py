@@ -139,7 +139,6 @@ def test_no_stop_on_the_last_epoch_and_bad_settings_name_the_key():
         EnergyReport(window=0)
 
 
-@pytest.mark.slow
 def test_a_run_writes_the_forecast_plot_and_model_card(make_cfg, monkeypatch):
     from wattwise.train import train
 
