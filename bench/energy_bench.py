@@ -180,7 +180,7 @@ def discover_methods() -> tuple[list[str], list[str]]:
     """(methods, recipes), from the registry (wattwise.optim.registry)."""
     from wattwise.optim import registry
 
-    return registry.method_names(), registry.recipe_names()
+    return registry.compared_method_names(), registry.recipe_names()
 
 
 # Methods that need an input this benchmark cannot give (a teacher) have a benchmark of their own.

@@ -31,6 +31,7 @@ SMALL = [
     "++callbacks.progress_bar=null",
     "trainer.log_every_n_steps=1",
     "cpu_threads=1",  # the auto policy is tested on its own (tests/test_threads.py)
+    "++callbacks.energy_report.plot=false",  # ~0.5 s of matplotlib per run; tested in tests/test_forecast.py
 ]
 
 
@@ -77,6 +78,14 @@ def no_rapl(monkeypatch):
         return monitor
 
     monkeypatch.setattr(meter, "_make_zeus_monitor", without_rapl)
+
+
+@pytest.fixture(autouse=True)
+def no_live_grid_or_slurm(monkeypatch):
+    """No test asks Electricity Maps with the host's key or the host's SLURM job's sacct: the tests of
+    those start their own fake provider and fake sacct (tests/test_carbon.py)."""
+    monkeypatch.delenv("ELECTRICITYMAPS_API_KEY", raising=False)
+    monkeypatch.delenv("SLURM_JOB_ID", raising=False)
 
 
 @pytest.fixture(autouse=True)

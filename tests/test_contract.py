@@ -249,7 +249,10 @@ def test_runs_are_labelled_from_the_registry(tmp_path, overrides, label):
 
 def test_sweep_and_search_space_read_the_registry():
     choices = registry.sweep_choices()
-    assert choices[0] == "[]" and all(f"[{m}]" in choices for m in METHODS) and "[green]" in choices
+    compared = registry.compared_method_names()
+    assert choices[0] == "[]" and all(f"[{m}]" in choices for m in compared) and "[green]" in choices
+    assert set(compared) == {m for m in METHODS if registry.method_classes()[m].in_comparisons}
+    assert "[carbon_aware]" not in choices  # it moves energy in time: offline it repeats the baseline
     search = registry.search_choices()
     assert set(choices) <= set(search) and "[amp,prune]" in search  # the search adds every pair
     assert registry.optim_search_space() == "choice(" + ", ".join(search) + ")"

@@ -26,6 +26,7 @@ def test_a_non_editable_install_trains_from_any_directory(tmp_path):
     )
     assert build.returncode == 0, build.stderr[-2000:]
     assert (target / "wattwise" / "conf" / "train.yaml").is_file()  # the configs ship in the package
+    assert (target / "wattwise" / "energy" / "data" / "grid_intensity.csv").is_file()  # and the carbon tables
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     env = {**os.environ, "PYTHONPATH": str(target), "OMP_NUM_THREADS": "1"}
@@ -36,9 +37,11 @@ def test_a_non_editable_install_trains_from_any_directory(tmp_path):
     assert where.stdout.startswith(str(target)), where.stdout  # the installed copy, not this checkout
     run = subprocess.run(
         [str(target / "bin" / "wattwise-train"), "trainer.max_epochs=1", "++trainer.limit_train_batches=2",
-         "++trainer.limit_val_batches=1", "++trainer.limit_test_batches=1", "hydra.run.dir=run"],
+         "++trainer.limit_val_batches=1", "++trainer.limit_test_batches=1", "hydra.run.dir=run",
+         "energy.region=eu-west-1"],
         cwd=elsewhere, env=env, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert run.returncode == 0, run.stderr[-3000:]
     summary = json.loads((elsewhere / "run" / "summary.json").read_text())
     assert summary["status"] == "completed" and summary["test/acc"] is not None
+    assert summary["carbon/intensity_source"].startswith("table:") and summary["carbon/zone"] == "IE"

@@ -182,26 +182,41 @@ def test_multirun_writes_one_summary_per_job(tmp_path):
 
 @pytest.mark.slow
 def test_ddp_on_two_cpu_processes(tmp_path):
-    proc = run_cli(
-        [
-            "trainer=ddp",
-            "trainer.accelerator=cpu",
-            "trainer.devices=2",
-            "trainer.max_epochs=1",
-            "+trainer.limit_train_batches=3",
-            "+trainer.limit_val_batches=2",
-            "+trainer.enable_progress_bar=false",
-            "callbacks.progress_bar=null",
-            "energy=estimate",
-            f"hydra.run.dir={tmp_path}/run",
-        ],
-        cwd=ROOT,
-    )
+    from datetime import datetime, timezone
+
+    from fake_intensity_provider import Script, fake_provider, hourly
+
+    # A rising forecast from this hour: starting now is the cleanest, so nothing waits. Only the first
+    # process may ask the provider: one latest (the monitor) and one forecast (carbon_aware) in all.
+    hour = datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0)
+    script = Script(latest=200.0, forecast=hourly(hour, [100, 200, 300, 400, 500, 600]))
+    with fake_provider(script) as url:
+        proc = run_cli(
+            [
+                "trainer=ddp",
+                "trainer.accelerator=cpu",
+                "trainer.devices=2",
+                "trainer.max_epochs=1",
+                "+trainer.limit_train_batches=3",
+                "+trainer.limit_val_batches=2",
+                "+trainer.enable_progress_bar=false",
+                "callbacks.progress_bar=null",
+                "energy=estimate",
+                "+optim=carbon_aware",
+                "energy.region=DE",
+                f"energy.provider.endpoint={url}",
+                f"hydra.run.dir={tmp_path}/run",
+            ],
+            cwd=ROOT,
+        )
     assert proc.returncode == 0, proc.stderr[-3000:]
     s = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert s["status"] == "completed" and "x2 processes" in s["device"]
     # totals and samples are summed over both processes: 2 x 3 batches x 64 samples
     assert s["energy/J_per_sample"] == pytest.approx(s["energy/total_J"] / (3 * 64 * 2), rel=1e-9)
+    assert sorted(r["path"].rsplit("/", 1)[1] for r in script.requests) == ["forecast", "latest"]
+    assert s["carbon_aware/decision"] == "started_now" and s["carbon/intensity_source"].startswith("live:")
+    assert s["carbon/intensity_gCO2_per_kWh"] == 200.0
 
 
 def test_user_datamodule_and_net_plug_in_by_target(make_cfg):

@@ -32,6 +32,16 @@ from typing import Any
 import lightning as L
 import torch
 
+from wattwise.energy.carbon import (
+    DEFAULT_PUE,
+    GridIntensity,
+    check_pue,
+    facility_J,
+    grams_CO2e,
+    provider_settings,
+    resolve_intensity,
+)
+from wattwise.energy.carbon import J_PER_KWH as J_PER_KWH  # re-exported: callbacks convert kWh budgets
 from wattwise.energy.estimate import EstimateModel
 from wattwise.energy.meter import METER_MODES, EnergyMeter, EnergyReading
 
@@ -39,7 +49,6 @@ log = logging.getLogger(__name__)
 
 _SEGMENT = "wattwise.segment"
 _TEST = "wattwise.test"
-J_PER_KWH = 3.6e6
 
 
 def batch_size_of(batch: Any) -> int:
@@ -58,10 +67,15 @@ class EnergyMonitor(L.Callback):
 
     Args:
         mode: `auto`, `estimate` or `off` (see `EnergyMeter`).
-        grid_gCO2_per_kWh: carbon intensity of the electricity, for `carbon/gCO2e`.
+        grid_gCO2_per_kWh: carbon intensity of the electricity, for `carbon/gCO2e`, where no
+            `region` is set.
         estimate: power figures for the estimate (`cpu_W_per_core`, `gpu_W`, `base_W`).
         gpu_index: measure this CUDA device instead of the one the trainer uses (null: the
             trainer's own device). Useful when the GPU is driven by something other than Lightning.
+        region: where the electricity comes from (country, grid zone or cloud region); its intensity
+            comes from the provider or the shipped table (energy/carbon.py).
+        pue: the data centre's power usage effectiveness (>= 1.0; 1.0 counts the devices only).
+        provider: the live intensity provider's settings (`energy.provider`); asked once, at fit start.
     """
 
     def __init__(
@@ -70,6 +84,9 @@ class EnergyMonitor(L.Callback):
         grid_gCO2_per_kWh: float = 475.0,
         estimate: Mapping[str, float] | None = None,
         gpu_index: int | None = None,
+        region: str | None = None,
+        pue: float = DEFAULT_PUE,
+        provider: Mapping[str, Any] | None = None,
     ) -> None:
         if mode not in METER_MODES:
             raise ValueError(f"energy.mode must be one of {METER_MODES}, got {mode!r}")
@@ -79,6 +96,10 @@ class EnergyMonitor(L.Callback):
         self.grid_gCO2_per_kWh = float(grid_gCO2_per_kWh)
         self.estimate = EstimateModel(**dict(estimate or {}))
         self.gpu_index = gpu_index
+        self.region = region
+        self.pue = check_pue(pue)
+        self.provider = provider_settings(provider)
+        self.intensity: GridIntensity | None = None  # resolved at the fit's set-up
         self.meter: EnergyMeter | None = None
         self._fitting = True
         self._reset()
@@ -199,8 +220,14 @@ class EnergyMonitor(L.Callback):
         if gpu_index is None and device.type == "cuda":
             gpu_index = device.index if device.index is not None else torch.cuda.current_device()
         self.meter = EnergyMeter(self.mode, gpu_index=gpu_index, estimate=self.estimate)
+        # Only the first process asks a live provider; the others' carbon figures are never reported.
+        provider = self.provider if trainer.is_global_zero else None
+        self.intensity = resolve_intensity(self.region, self.grid_gCO2_per_kWh, provider)
         if trainer.is_global_zero:
             log.info("Energy: %s [%s]", self.meter.describe(), self.meter.source)
+            log.info(
+                "Grid intensity: %.1f gCO2e/kWh (%s)", self.intensity.gCO2_per_kWh, self.intensity.source
+            )
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         assert self.meter is not None
@@ -276,9 +303,24 @@ class EnergyMonitor(L.Callback):
             out["energy/J_per_sample"] = self.total_J / self.samples_seen
         if self.time_s > 0:
             out["energy/avg_W"] = self.total_J / self.time_s
-        out["carbon/gCO2e"] = self.total_J / J_PER_KWH * self.grid_gCO2_per_kWh
+        out.update(self.carbon_figures(self.total_J))
         if self.test_J is not None:
             out["energy/test_J"] = self.test_J
+        return out
+
+    def carbon_figures(self, device_J: float) -> dict[str, Any]:
+        """PUE, facility energy and carbon of `device_J`, with the intensity and where it came from."""
+        intensity = self.intensity or resolve_intensity(self.region, self.grid_gCO2_per_kWh, None)
+        out: dict[str, Any] = {
+            "energy/pue": self.pue,
+            "energy/facility_J": facility_J(device_J, self.pue),
+            "carbon/gCO2e": grams_CO2e(device_J, self.pue, intensity.gCO2_per_kWh),
+            "carbon/intensity_gCO2_per_kWh": intensity.gCO2_per_kWh,
+            "carbon/intensity_source": intensity.source,
+        }
+        if intensity.zone is not None:
+            out["carbon/zone"] = intensity.zone
+            out["carbon/location"] = intensity.location
         return out
 
 

@@ -11,6 +11,9 @@ class attributes, what the rest of wattwise needs to know about it without readi
   that they reach summary.json and the loggers).
 - `runs_after`: methods whose hooks must run before this one's in the same event.
 - `recipes`: the recipes (`green`) it belongs to, each with the settings it takes there.
+- `in_comparisons`: whether `make sweep`, the Optuna search and `make bench` compare it as a
+  variant (default True). False for a method that changes when a run spends its energy, not how
+  much (`carbon_aware`): offline, without its provider, it would only repeat the baseline.
 
 and, as methods that may look at the config or the net:
 
@@ -79,6 +82,7 @@ class EnergyMethod(L.Callback):
     summary_keys: ClassVar[tuple[str, ...]] = ()
     runs_after: ClassVar[tuple[str, ...]] = ()
     recipes: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
+    in_comparisons: ClassVar[bool] = True
 
     def __init__(self, if_not_applicable: str = "fail") -> None:
         if if_not_applicable not in IF_NOT_APPLICABLE:

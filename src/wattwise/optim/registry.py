@@ -9,7 +9,7 @@ Nothing else needs editing when a method is added (see docs/adding_a_method.md):
 - `ordered()` puts the built methods in the order their hooks run (`runs_after`);
 - `run_label()` names a run's methods the same way in summary.json, compare and W&B;
 - `sweep_choices()` and the `wattwise_optim_search_space` resolver give `make sweep` and the
-  Optuna search space their option sets;
+  Optuna search space their option sets (the methods `in_comparisons`);
 - the final table asks each class for its `report_rows`.
 """
 
@@ -75,6 +75,11 @@ def method_classes() -> dict[str, type]:
 
 def method_names() -> list[str]:
     return list(method_infos())
+
+
+def compared_method_names() -> list[str]:
+    """The methods sweeps, the search and the benchmark compare (`in_comparisons`; see optim/base.py)."""
+    return [name for name, cls in method_classes().items() if cls.in_comparisons]
 
 
 def recipe_names() -> list[str]:
@@ -163,13 +168,14 @@ def ordered(methods: Iterable[Any]) -> list[Any]:
 # ---- sweeps ----------------------------------------------------------------------------------
 def sweep_choices() -> list[str]:
     """`optim` values of the standard sweep: the baseline, each method alone, each recipe."""
-    return ["[]", *(f"[{n}]" for n in method_names()), *(f"[{r}]" for r in recipe_names())]
+    return ["[]", *(f"[{n}]" for n in compared_method_names()), *(f"[{r}]" for r in recipe_names())]
 
 
 def search_choices() -> list[str]:
     """`optim` values of the Optuna search: the sweep's sets plus every pair of methods."""
-    pairs = [f"[{a},{b}]" for i, a in enumerate(method_names()) for b in method_names()[i + 1 :]]
-    return [*sweep_choices()[: 1 + len(method_names())], *pairs, *(f"[{r}]" for r in recipe_names())]
+    names = compared_method_names()
+    pairs = [f"[{a},{b}]" for i, a in enumerate(names) for b in names[i + 1 :]]
+    return [*sweep_choices()[: 1 + len(names)], *pairs, *(f"[{r}]" for r in recipe_names())]
 
 
 def optim_search_space(*_: Any) -> str:

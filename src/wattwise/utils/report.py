@@ -25,6 +25,45 @@ def _option_rows(s: Mapping[str, Any]) -> list[tuple[str, str]]:
     return [row for cls in method_classes().values() for row in cls.report_rows(s)]
 
 
+def _carbon_rows(s: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """CO2e with the intensity and where it came from; the facility's energy where a PUE is set."""
+    intensity = s.get("carbon/intensity_gCO2_per_kWh", s.get("grid_gCO2_per_kWh", "?"))
+    rows = []
+    if (pue := s.get("energy/pue")) is not None and pue != 1.0 and s.get("energy/facility_J") is not None:
+        rows.append(("energy x PUE", f"{_fmt_J(s['energy/facility_J'])}  (PUE {pue:g})"))
+    at = f"{intensity:.1f}" if isinstance(intensity, int | float) else str(intensity)
+    rows.append(("CO2e", f"{s['carbon/gCO2e']:.4f} g  (at {at} gCO2e/kWh)"))
+    if s.get("carbon/intensity_source"):
+        rows.append(("grid intensity from", str(s["carbon/intensity_source"])))
+    return rows
+
+
+def _forecast_rows(s: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """The early forecast and how close it came; why a budget stopped the fit; SLURM's own figure."""
+    rows = []
+    if (total := s.get("forecast/total_J")) is not None:
+        text = (
+            f"{_fmt_J(total)}, {s.get('forecast/time_s', 0):.0f} s, {s.get('forecast/gCO2e', 0):.4g} g CO2e "
+            f"for {s.get('forecast/epochs')} epochs ({s.get('forecast/bound')})"
+        )
+        if (err := s.get("forecast/error_pct")) is not None:
+            text += f"; error {err:+.1f} % energy"
+            if (terr := s.get("forecast/time_error_pct")) is not None:
+                text += f", {terr:+.1f} % time"
+        rows.append((f"forecast (epoch {s.get('forecast/after_epochs')})", text))
+    if s.get("forecast/stop_reason"):
+        rows.append(("stopped", str(s["forecast/stop_reason"])))
+    if s.get("slurm/job_id") is not None:
+        consumed = s.get("slurm/consumed_energy_J")
+        text = (
+            f"{_fmt_J(consumed)} (job {s['slurm/job_id']})"
+            if consumed is not None
+            else str(s.get("slurm/note"))
+        )
+        rows.append(("SLURM sacct energy", text))
+    return rows
+
+
 def format_report(s: Mapping[str, Any]) -> str:
     """Render a summary dict (see utils/summary.py) as a short aligned table."""
     rows: list[tuple[str, str]] = []
@@ -46,7 +85,8 @@ def format_report(s: Mapping[str, Any]) -> str:
     if s.get("time/train_s") is not None:
         rows.append(("wall time (fit)", f"{s['time/train_s']:.1f} s"))
     if s.get("carbon/gCO2e") is not None:
-        rows.append(("CO2e", f"{s['carbon/gCO2e']:.4f} g  (at {s.get('grid_gCO2_per_kWh', '?')} gCO2e/kWh)"))
+        rows += _carbon_rows(s)
+    rows += _forecast_rows(s)
     if s.get("cpu_threads") is not None:
         rows.append(("cpu threads", f"{s['cpu_threads']} ({s.get('cpu_threads_reason', '')})"))
     rows += _option_rows(s)

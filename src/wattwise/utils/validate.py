@@ -56,6 +56,9 @@ def validate_config(cfg: DictConfig) -> None:
             f"energy.grid_gCO2_per_kWh must be a number >= 0 (grams CO2e per kWh), got {intensity!r}. "
             "The world average is about 475."
         )
+    from wattwise.energy.carbon import check_carbon_settings
+
+    check_carbon_settings(cfg)  # energy.region in the tables, energy.pue >= 1, energy.provider's keys
     mode = OmegaConf.select(cfg, "energy.mode")
     if mode is not None and mode not in ("auto", "estimate", "off"):
         raise ConfigError(
