@@ -162,7 +162,6 @@ def train(cfg: DictConfig) -> Any:
         "cpu_threads": torch_threads(),
         "cpu_threads_reason": threads.reason,
         "config_path": str(config_path) if config_path.exists() else None,
-        "grid_gCO2_per_kWh": cfg.energy.grid_gCO2_per_kWh if cfg.get("energy") else None,
         "versions": versions(),
         "launcher": launcher_info(),  # multirun jobs only; warns when jobs share a device
     }

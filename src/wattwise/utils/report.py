@@ -27,7 +27,7 @@ def _option_rows(s: Mapping[str, Any]) -> list[tuple[str, str]]:
 
 def _carbon_rows(s: Mapping[str, Any]) -> list[tuple[str, str]]:
     """CO2e with the intensity and where it came from; the facility's energy where a PUE is set."""
-    intensity = s.get("carbon/intensity_gCO2_per_kWh", s.get("grid_gCO2_per_kWh", "?"))
+    intensity = s.get("carbon/intensity_gCO2_per_kWh", "?")
     rows = []
     if (pue := s.get("energy/pue")) is not None and pue != 1.0 and s.get("energy/facility_J") is not None:
         rows.append(("energy x PUE", f"{_fmt_J(s['energy/facility_J'])}  (PUE {pue:g})"))
