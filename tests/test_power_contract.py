@@ -85,7 +85,7 @@ def test_cpu_only_fit_with_fail_raises_one_line_naming_callbacks_power(make_cfg)
 
 def test_too_short_epochs_fail_by_default_before_any_limit_changes(make_cfg):
     gpu = PowerGPU(limit_W=275)
-    cfg = make_cfg(*TUNE, "trainer.limit_train_batches=2")
+    cfg = make_cfg(*TUNE, "trainer.limit_train_batches=1")
     with install_power_gpu(gpu), pytest.raises(NotApplicableError, match="epoch_too_short"):
         _fit(cfg)
     assert gpu.limit_history == [] and gpu.persistence_history == [] and gpu.limit_mW == 275_000
@@ -148,6 +148,8 @@ def test_an_announced_structure_change_restarts_profiling(
     assert s["status"] == "completed" and s["power/status"] == "tuned"
     assert s.get("power/reprofiles", 0) == reprofiles
     assert gpu.limit_history.count(300_000) == 1 + reprofiles  # each profile starts at the highest limit
+    profiles = list(Path(s["power/profile_file"]).parent.glob("*.json"))
+    assert len(profiles) == 1 + reprofiles  # the changed net got its own cached profile
     assert s["power/limit_W"] == expected_limit("energy", LIMITS) and gpu.limit_mW == ORIGINAL_mW
 
 
