@@ -115,23 +115,41 @@ class PowerGPU(FakeGPU):
             return  # NVML is not called for no change (as Zeus's NVIDIAGPU does)
         if not self.permitted:
             raise ZeusGPUNoPermissionError("Insufficient Permissions (fake GPU)")
-        super().set_power_management_limit(power_limit_mw, block)
-        self._record(f"limit {self.limit_mW}")
+        self.set_limit_as_root(power_limit_mw)
 
     def set_persistence_mode(self, enabled: bool, block: bool = True) -> None:
         if bool(enabled) == self.persistence:
             return
         if not self.permitted:
             raise ZeusGPUNoPermissionError("Insufficient Permissions (fake GPU)")
+        self.set_persistence_as_root(enabled)
+
+    # what a privileged process (zeusd, in tests/fake_zeusd.py) can do whatever `permitted` says
+    def set_limit_as_root(self, power_limit_mw: int) -> None:
+        if int(power_limit_mw) == self.limit_mW:
+            return
+        super().set_power_management_limit(power_limit_mw)
+        self._record(f"limit {self.limit_mW}")
+
+    def set_persistence_as_root(self, enabled: bool) -> None:
+        if bool(enabled) == self.persistence:
+            return
         self.persistence = bool(enabled)
         self.persistence_history.append(self.persistence)
         self._record(f"persistence {int(self.persistence)}")
 
+    # the model; tests/fake_gpu_trace.py replaces it with a published trace
+    def step_time_at(self, limit_W: int) -> float:
+        return step_time_s(limit_W)
+
+    def power_at(self, limit_W: int) -> float:
+        return power_W(limit_W)
+
     def step(self) -> None:
         """One modelled training step at the current limit."""
-        seconds = step_time_s(self.limit_W)
+        seconds = self.step_time_at(self.limit_W)
         self.clock.advance(seconds)
-        self.advance(seconds * power_W(self.limit_W))
+        self.advance(seconds * self.power_at(self.limit_W))
         self.step_limits_W.append(self.limit_W)
 
 

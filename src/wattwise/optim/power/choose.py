@@ -28,7 +28,8 @@ from dataclasses import dataclass
 from wattwise.optim.power.profiler import Decision, Sample
 from wattwise.optim.power.zeus_adapter import Measurement, cost_of, make_selector, select
 
-Z_NOISE = 2.0  # standard errors within which two figures count as equal
+Z_CLOSE = 2.0  # standard errors within which a limit is measured again (confirmed)
+Z_SAFER = 1.0  # standard errors within which the final choice goes to the safer limit
 
 
 @dataclass(frozen=True)
@@ -104,35 +105,55 @@ def zeus_pick(stats: dict[int, LimitStats], rule: Rule) -> int:
     return select(selector, _measurements(stats))
 
 
+def _pooled_rsd(per_limit_blocks: Sequence[Sequence[float]]) -> float:
+    """The relative spread of one block, pooled over every limit (more blocks than any one limit has)."""
+    variances = [
+        statistics.variance(values) / statistics.fmean(values) ** 2
+        for values in per_limit_blocks
+        if len(values) > 1 and statistics.fmean(values) > 0
+    ]
+    return math.sqrt(statistics.fmean(variances)) if variances else 0.0
+
+
 def _costs(stats: dict[int, LimitStats], rule: Rule) -> dict[int, tuple[float, float]]:
-    """Each limit's cost (of its per-batch means, as Zeus sees it) and its standard error (per block)."""
+    """Each limit's cost (of its per-batch means, as Zeus sees it) and its standard error.
+
+    The error is the larger of the limit's own (from its blocks) and the pooled one (every limit's
+    blocks: a steadier estimate than a few blocks give).
+    """
     max_power = max(stats) * rule.world_size
 
     def cost(e: float, t: float) -> float:
         return cost_of(rule.selector, e, t, eta=rule.eta, max_power_W=max_power)
 
-    return {
-        limit: (
-            cost(s.energy_J, s.time_s),
-            _se([cost(e, t) for e, t in zip(s.block_energy_J, s.block_time_s, strict=True)]),
-        )
+    blocks = {
+        limit: [cost(e, t) for e, t in zip(s.block_energy_J, s.block_time_s, strict=True)]
         for limit, s in stats.items()
     }
+    pooled = _pooled_rsd(list(blocks.values()))
+    out = {}
+    for limit, s in stats.items():
+        mean = cost(s.energy_J, s.time_s)
+        out[limit] = (mean, max(_se(blocks[limit]), pooled * mean / math.sqrt(len(blocks[limit]))))
+    return out
 
 
 def _slowdown_margins(stats: dict[int, LimitStats], rule: Rule) -> dict[int, tuple[float, float]]:
     """max_slowdown: each limit's room under the allowed step time (factor x the top limit's), and noise."""
+    pooled = _pooled_rsd([s.block_time_s for s in stats.values()])
+
+    def se(s: LimitStats) -> float:
+        return max(_se(s.block_time_s), pooled * s.time_s / math.sqrt(s.blocks))
+
     top = stats[max(stats)]
-    top_se = _se(top.block_time_s)
     out = {}
     for limit, s in stats.items():
-        se = _se(s.block_time_s)
-        noise = se if limit == top.limit_W else math.hypot(se, rule.max_slowdown * top_se)
+        noise = se(s) if limit == top.limit_W else math.hypot(se(s), rule.max_slowdown * se(top))
         out[limit] = (rule.max_slowdown * top.time_s - s.time_s, noise)
     return out
 
 
-def close_to(pick: int, stats: dict[int, LimitStats], rule: Rule, z: float = Z_NOISE) -> list[int]:
+def close_to(pick: int, stats: dict[int, LimitStats], rule: Rule, z: float = Z_CLOSE) -> list[int]:
     """The limits the noise cannot tell from `pick` (the pick included), highest first."""
     if rule.selector == "max_slowdown":
         margins = _slowdown_margins(stats, rule)
@@ -144,7 +165,7 @@ def close_to(pick: int, stats: dict[int, LimitStats], rule: Rule, z: float = Z_N
     return sorted(set(near) | {pick}, reverse=True) if near else []
 
 
-def safer_choice(pick: int, stats: dict[int, LimitStats], rule: Rule, z: float = Z_NOISE) -> int:
+def safer_choice(pick: int, stats: dict[int, LimitStats], rule: Rule, z: float = Z_SAFER) -> int:
     """Where the noise cannot separate limits from Zeus's pick, the safer (higher) one; see the module doc."""
     if rule.selector == "max_slowdown":
         margins = _slowdown_margins(stats, rule)
@@ -162,7 +183,7 @@ def decide(samples: Sequence[Sample], final: bool, rule: Rule, confirm: bool) ->
     stats = summarize(samples)
     pick = zeus_pick(stats, rule)
     if not final and confirm:
-        near = close_to(pick, stats, rule)
+        near = close_to(pick, stats, rule, Z_CLOSE)
         if len(near) > 1:
             return Decision(confirm_W=tuple(near))
-    return Decision(chosen_W=safer_choice(pick, stats, rule))
+    return Decision(chosen_W=safer_choice(pick, stats, rule, Z_SAFER))

@@ -102,6 +102,8 @@ class Profiler:
             return
         if self._window is not None:  # the batch that just ran was measured
             self._count_measured()
+            if self._window is not None:  # the block goes on: this batch is measured in it too
+                return
         if self._limit_done:
             self._next_limit()
             if self.done:
