@@ -31,7 +31,7 @@ from wattwise.energy.monitor import EnergyMonitor
 
 TRACES = Path(__file__).parent / "data" / "zeus_traces"
 CARDS = ("v100", "a40", "rtx6000", "p100")
-VIRTUAL_STEPS_PER_EPOCH = 10  # a trace epoch is replayed as 10 steps (long ones: the counter's mJ do not matter)
+VIRTUAL_STEPS_PER_EPOCH = 10  # a trace epoch replays as 10 long steps: the counter's mJ rounding is negligible
 
 RowSet = dict[int, tuple[float, float]]  # limit W -> (time per epoch s, average power W)
 
@@ -95,7 +95,8 @@ class TraceGPU(PowerGPU):
         return 1.0 + x
 
     def step_time_at(self, limit_W: int) -> float:
-        return self.rows[limit_W][0] / VIRTUAL_STEPS_PER_EPOCH * self._jitter("time")  # KeyError: not measured
+        seconds_per_step = self.rows[limit_W][0] / VIRTUAL_STEPS_PER_EPOCH  # KeyError: not measured
+        return seconds_per_step * self._jitter("time")
 
     def power_at(self, limit_W: int) -> float:
         return self.rows[limit_W][1] * self._jitter("power")
@@ -130,7 +131,7 @@ def replay(
     after_choice: int = 3,
     world_size: int = 1,
 ) -> types.SimpleNamespace:
-    """Run the tuner's hooks over `max_batches` training batches (fewer once it has chosen); returns the trainer."""
+    """Run the tuner's hooks over up to `max_batches` training batches (a few once it chose); the trainer."""
     from wattwise.energy import meter
 
     with install_power_gpu(gpu):
