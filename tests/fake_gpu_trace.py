@@ -31,7 +31,7 @@ from wattwise.energy.monitor import EnergyMonitor
 
 TRACES = Path(__file__).parent / "data" / "zeus_traces"
 CARDS = ("v100", "a40", "rtx6000", "p100")
-VIRTUAL_STEPS_PER_EPOCH = 10  # a trace epoch replays as 10 long steps: the counter's mJ rounding is negligible
+VIRTUAL_STEPS_PER_EPOCH = 10  # a trace epoch replays as 10 long steps: the counter's mJ rounding is tiny
 
 RowSet = dict[int, tuple[float, float]]  # limit W -> (time per epoch s, average power W)
 
