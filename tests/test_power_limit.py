@@ -46,10 +46,16 @@ BASE_LOGGER = "wattwise.optim.base"  # where a method's step-aside line is logge
 
 
 @pytest.fixture(autouse=True)
-def real_tuning_on_the_fake_gpu(monkeypatch):
+def real_tuning_on_the_fake_gpu(monkeypatch, tmp_path):
     """These tests drive a fake GPU, so they lift conftest's forced dry run (the no-GPU test pins
-    Zeus to see no GPU at all, so it cannot touch a real one either)."""
+    Zeus to see no GPU at all, so it cannot touch a real one either). No Zeus daemon is seen,
+    whatever this machine runs: tests of the daemon start their own (tests/fake_zeusd.py)."""
+    import wattwise.optim.power.zeus_adapter as adapter
+
     monkeypatch.delenv("WATTWISE_POWER_DRY_RUN", raising=False)
+    for name in ("ZEUSD_SOCK_PATH", "ZEUSD_HOST_PORT", "ZEUSD_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(adapter, "ZEUSD_DEFAULT_SOCKET", tmp_path / "no-zeusd.sock")
 
 
 @pytest.fixture(autouse=True)
@@ -124,7 +130,7 @@ def test_each_selector_ends_at_the_limit_the_model_makes_optimal(
     s = _run(make_cfg, gpu, *LONG_EPOCH, *selector_overrides)
 
     assert s["status"] == "completed"
-    assert s["power/status"] == "tuned"
+    assert s["power/status"] == "tuned" and s["power/access"] == "nvml"  # no daemon here: NVML directly
     assert s["power/limit_W"] == want
     # every limit was measured, and Zeus's monitor measured the model: time per batch is the model's
     assert sorted(map(int, s["power/profile"]), reverse=True) == LIMITS == s["power/limits_tried_W"]

@@ -514,9 +514,10 @@ class PowerLimitTuner(EnergyMethod):
             self._warned = True
             if status == st.NO_PERMISSION:
                 log.warning(
-                    "No permission to change the GPU's power limit (%s). Training goes on at %d W; "
+                    "No permission to change the GPU's power limit (%s; %s). Training goes on at %d W; "
                     "power/status=no_permission. Grant SYS_ADMIN or run Zeus's daemon (zeusd) to tune.",
                     err,
+                    getattr(self._gpu, "route", "") or self.access,
                     self.original_limit_W,
                 )
             else:

@@ -122,6 +122,7 @@ class Gpu:
     """One GPU, as Zeus's device layer sees it (NVML); limits in mW, as NVML reports them."""
 
     access = "nvml"
+    route = ""
 
     def __init__(self, index: int) -> None:
         from zeus.device import get_gpus
@@ -173,6 +174,7 @@ class ZeusdGpu:
     """One GPU driven through Zeus's daemon client: every read and change goes to the daemon."""
 
     access = "zeusd"
+    route = ""
 
     def __init__(self, index: int, client: Any) -> None:
         self.index = index
@@ -236,11 +238,15 @@ def zeusd_client() -> tuple[Any | None, str]:
 def open_gpu(index: int) -> Gpu | ZeusdGpu:
     """The way to change GPU `index`'s limit: Zeus's daemon where one is running, else NVML directly."""
     client, why = zeusd_client()
+    gpu: Gpu | ZeusdGpu
     if client is not None:
         log.info("Power limits go through %s (no root needed).", why)
-        return ZeusdGpu(index, client)
-    log.debug("Power limits go through NVML directly: %s.", why)
-    return Gpu(index)
+        gpu = ZeusdGpu(index, client)
+    else:
+        log.debug("Power limits go through NVML directly: %s.", why)
+        gpu = Gpu(index)
+    gpu.route = why  # how it got here, for the no-permission warning
+    return gpu
 
 
 # ---- measuring ----------------------------------------------------------------------------------
