@@ -161,3 +161,46 @@ def replay(
         tuner.on_fit_end(trainer, module)
         tuner.teardown(trainer, module, "fit")
     return trainer
+
+
+# ---- DDP --------------------------------------------------------------------------------------------
+DDP_ROW_SETS = (  # two V100 jobs whose own energy optima differ (125 W and 150 W; together: 150 W)
+    ("v100", ("cifar100", "shufflenetv2", 1024, "adam")),
+    ("v100", ("imagenet", "resnet50", 256, "adadelta")),
+)
+
+
+def ddp_child(rank: int, world_size: int, init_file: str, out_dir: str) -> None:
+    """One rank of the DDP test: its own fake card (row set `DDP_ROW_SETS[rank]`), gloo on the CPU."""
+    import json
+    import os
+
+    import torch.distributed as dist
+
+    os.environ.pop("WATTWISE_POWER_DRY_RUN", None)  # a fake card: nothing real can change
+    for name in ("ZEUSD_SOCK_PATH", "ZEUSD_HOST_PORT"):
+        os.environ.pop(name, None)
+    import wattwise.optim.power.zeus_adapter as adapter
+    from wattwise.optim.power_limit import PowerLimitTuner
+
+    adapter.ZEUSD_DEFAULT_SOCKET = Path(out_dir) / "no-zeusd.sock"
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size)
+    try:
+        card, key = DDP_ROW_SETS[rank]
+        rows = row_sets(card)[key]
+        gpu = TraceGPU(rows, limit_W=200)
+        tuner = PowerLimitTuner(
+            selector="energy", wait_steps=1, warmup_steps=1, profile_steps=4, blocks=2, pl_step_W=25
+        )
+        trainer = replay(tuner, gpu, world_size=world_size)
+        result = {
+            "status": tuner.status,
+            "chosen_W": tuner.chosen_limit_W,
+            "limit_history_mW": gpu.limit_history,
+            "final_limit_mW": gpu.limit_mW,
+            "profile": tuner.profile,
+            "global_step": trainer.global_step,
+        }
+        (Path(out_dir) / f"rank{rank}.json").write_text(json.dumps(result))
+    finally:
+        dist.destroy_process_group()

@@ -177,3 +177,46 @@ def test_with_slow_drift_noise_the_profile_records_its_spread_and_the_choice_sta
     assert all(m["energy_rsd"] > 0.005 and m["blocks"] >= 4 for m in tuner.profile.values())
     excess = _excess("energy", noise=0.03, rho=0.95, seeds=range(2))
     assert max(excess) <= 0.08, sorted(excess)[-5:]
+
+
+# ---- DDP ----------------------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_ddp_two_cpu_processes_profile_their_own_cards_and_follow_one_decision(tmp_path):
+    """Two gloo ranks, each with its own fake card running a different job: the ranks' energy is
+    pooled, rank 0 decides, and both cards end the profile at the same limit and are restored."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+    from fake_gpu_trace import DDP_ROW_SETS
+
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT / "tests")])}
+    init = tmp_path / "gloo-init"
+    code = "import sys, fake_gpu_trace as f; f.ddp_child(int(sys.argv[1]), 2, sys.argv[2], sys.argv[3])"
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code, str(rank), str(init), str(tmp_path)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        for rank in range(2)
+    ]
+    outs = [p.communicate(timeout=240)[0].decode() for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs[0][-2000:] + outs[1][-2000:]
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+
+    rows = [row_sets(card)[key] for card, key in DDP_ROW_SETS]
+    own = [trace_optimum(r, "energy") for r in rows]
+    job_energy = {lim: sum(r[lim][0] * r[lim][1] for r in rows) for lim in rows[0]}
+    together = min(sorted(job_energy, reverse=True), key=job_energy.get)
+    assert own[0] != together  # rank 0 alone would have chosen otherwise: the decision used both cards
+    for r in ranks:
+        assert r["status"] == "tuned" and r["chosen_W"] == together
+        assert r["final_limit_mW"] == 200_000  # each card's own original limit is back
+    # one schedule: both cards went through the same limits at the same batches
+    assert ranks[0]["limit_history_mW"] == ranks[1]["limit_history_mW"]
+    assert ranks[0]["limit_history_mW"][-2:] == [together * 1000, 200_000]
+    assert ranks[0]["profile"] == ranks[1]["profile"]  # the pooled profile, on every rank

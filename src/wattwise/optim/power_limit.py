@@ -302,7 +302,10 @@ class PowerLimitTuner(EnergyMethod):
         )
         self.profile_file = self._profile_path(self._key)
         cached = cache.load_cached(self.profile_file)
-        self._limits = plan.limits_W(self._constraints_mW, self.pl_step_W)
+        # every rank walks rank 0's grid, so all change limits together (the cards are alike under DDP)
+        self._limits = collective.decide_on_rank_zero(
+            lambda: plan.limits_W(self._constraints_mW, self.pl_step_W)
+        )
         val_every = getattr(trainer, "val_check_batch", None)
         segment = plan.segment_batches(trainer.num_training_batches, val_every)
         if cached is None and segment < 2:
