@@ -294,7 +294,7 @@ def test_too_short_epochs_leave_the_limit_alone(make_cfg):
     gpu = PowerGPU(limit_W=275)
     s = _run(make_cfg, gpu, "trainer.limit_train_batches=1", "callbacks.power.if_not_applicable=skip")
     assert s["status"] == "completed" and s["power/status"] == "skipped"
-    assert s["power/reason"] == "epoch_too_short" and "too short" in s["power/skipped"]
+    assert s["power/reason"] == "epoch_too_short" and "too few" in s["power/skipped"]
     assert gpu.limit_history == []
 
 
