@@ -290,6 +290,21 @@ def test_short_epochs_still_finish_profiling(make_cfg):
     assert gpu.limit_mW == ORIGINAL_mW
 
 
+def test_gradient_accumulation_measures_whole_optimizer_steps(make_cfg):
+    gpu = PowerGPU(limit_W=275)
+    s = _run(
+        make_cfg,
+        gpu,
+        *LONG_EPOCH,
+        "+trainer.accumulate_grad_batches=2",
+        "callbacks.power.selector=energy",
+        "callbacks.power.blocks=2",  # 2 profile steps in 2 blocks would split an optimizer step
+    )
+    assert s["power/status"] == "tuned" and s["power/limit_W"] == expected_limit("energy", LIMITS)
+    assert all(m["blocks"] == 1 and m["steps"] == 2 for m in s["power/profile"].values())
+    assert gpu.limit_mW == ORIGINAL_mW
+
+
 def test_too_short_epochs_leave_the_limit_alone(make_cfg):
     gpu = PowerGPU(limit_W=275)
     s = _run(make_cfg, gpu, "trainer.limit_train_batches=1", "callbacks.power.if_not_applicable=skip")

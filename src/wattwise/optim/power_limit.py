@@ -301,8 +301,9 @@ class PowerLimitTuner(EnergyMethod):
             limits_mW=self._constraints_mW,
         )
         self.profile_file = self._profile_path(self._key)
-        cached = cache.load_cached(self.profile_file)
-        # every rank walks rank 0's grid, so all change limits together (the cards are alike under DDP)
+        # rank 0's cache and grid for every rank, so all change limits together (the cards are alike
+        # under DDP, but a node without rank 0's cache file must not profile alone)
+        cached = collective.decide_on_rank_zero(lambda: cache.load_cached(self.profile_file))
         self._limits = collective.decide_on_rank_zero(
             lambda: plan.limits_W(self._constraints_mW, self.pl_step_W)
         )
