@@ -231,3 +231,20 @@ def test_an_unreachable_zeusd_socket_falls_back_to_nvml(monkeypatch, tmp_path):
     monkeypatch.delenv("ZEUSD_SOCK_PATH")
     client, why = zeus_adapter.zeusd_client()  # the default socket is pinned absent (the fixture)
     assert client is None and "no zeusd configured" in why
+
+
+def test_a_structure_change_after_a_cached_choice_profiles_the_new_net(make_cfg):
+    overrides = [
+        *LONG_EPOCH,
+        "trainer.max_epochs=2",
+        "callbacks.power.selector=energy",
+        "+callbacks.reshape._target_=fake_gpu_power.ReshapeNetAt",
+        "+callbacks.reshape.epoch=0",
+    ]
+    first = _run(make_cfg, PowerGPU(limit_W=275), *overrides)  # caches both nets' profiles
+    assert first["power/reprofiles"] == 1
+    gpu = PowerGPU(limit_W=275)
+    again = _run(make_cfg, gpu, *overrides)  # the first net from the cache, then the pruned one's
+    assert again["power/status"] == "cached" and again["power/reprofiles"] == 1
+    assert 300_000 not in gpu.limit_history  # nothing was profiled: both choices came from the cache
+    assert again["power/limit_W"] == expected_limit("energy", LIMITS) and gpu.limit_mW == ORIGINAL_mW

@@ -233,10 +233,10 @@ class PowerLimitTuner(EnergyMethod):
         self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
     ) -> None:
         if self._active:
-            if self._profiler is None:
-                self._start(trainer, pl_module, batch)
-            elif self._reprofile_pending:
+            if self._reprofile_pending:
                 self._restart(trainer, pl_module, batch)
+            elif self._key is None:  # the first training batch
+                self._start(trainer, pl_module, batch)
             if self._active and self._profiler is not None and not self._profiler.done:
                 self._step(trainer)
         if self._limit_now_W is not None:  # this batch runs at the limit now in force
@@ -246,7 +246,8 @@ class PowerLimitTuner(EnergyMethod):
         self, trainer: L.Trainer, pl_module: L.LightningModule, change: StructureChange
     ) -> None:
         """The net changed shape (pruned): its profile no longer applies; profile it at the next batch."""
-        if not self.reprofile_on_change or self._profiler is None or self._guard.stopped:
+        started = self._profiler is not None or self.status == st.CACHED
+        if not self.reprofile_on_change or not started or self._guard.stopped:
             return
         self._reprofile_pending = True
         self._active = True
