@@ -452,7 +452,7 @@ class PowerLimitTuner(EnergyMethod):
         decision = collective.decide_on_rank_zero(make)
         if decision.error is not None:
             raise MeasurementRejected(decision.error)
-        if decision.confirm_W and trainer_is_zero():
+        if decision.confirm_W and _is_rank_zero():
             log.info(
                 "Power limits %s W are within the noise of each other: measuring them again.",
                 ", ".join(map(str, decision.confirm_W)),
@@ -655,7 +655,7 @@ def cache_samples(records: Sequence[Mapping[str, Any]]) -> list[Sample]:
     ]
 
 
-def trainer_is_zero() -> bool:
+def _is_rank_zero() -> bool:
     """Rank 0 (or no process group): the rank that logs."""
     import torch.distributed as dist
 
