@@ -158,7 +158,11 @@ def close_to(pick: int, stats: dict[int, LimitStats], rule: Rule, z: float = Z_C
     if rule.selector == "max_slowdown":
         margins = _slowdown_margins(stats, rule)
         near = [lim for lim, (m, noise) in margins.items() if abs(m) <= z * noise and noise > 0]
-        return sorted(set(near) | ({pick} if near else set()), reverse=True)
+        if not near:
+            return []
+        # with the pick and the lowest limit surely within the factor: the safer alternative
+        sure = [lim for lim, (m, noise) in margins.items() if m > z * noise or lim == max(stats)]
+        return sorted(set(near) | {pick, min(sure)}, reverse=True)
     costs = _costs(stats, rule)
     best, best_se = costs[pick]
     near = [lim for lim, (c, se) in costs.items() if lim != pick and c - best <= z * math.hypot(se, best_se)]
