@@ -6,8 +6,9 @@ gives one value of the selector's cost, and their spread gives the noise of the 
 error, std / sqrt(blocks)).
 
 - Round 1 ends with Zeus's selector on the means. Limits whose cost is within `z` standard errors
-  of the pick's (for `max_slowdown`: whose step time is within noise of the allowed slowdown) are
-  *close*: with `confirm` on, they are measured once more and the samples pooled.
+  of the pick's (for `max_slowdown`: whose step time is within noise of the allowed slowdown, with
+  the pick and the lowest limit surely within it) are *close*: with `confirm` on, they are
+  measured once more and the samples pooled.
 - The final choice is Zeus's pick on the pooled means, then the *safer* limit where the noise
   cannot tell them apart: the highest limit whose cost is within the noise of the pick's (for
   `max_slowdown`, the lowest limit whose slowdown is within the factor by more than the noise).
