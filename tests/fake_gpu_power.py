@@ -4,13 +4,14 @@
 simple physical model: at limit L a training step takes `step_time_s(L)` and draws
 `power_W(L)`. Time is *virtual*: `install_power_gpu` points Zeus's clock
 (`zeus.monitor.energy.time`) at a `VirtualClock`, and the `StepModel` callback advances that
-clock and the energy counter by one modelled step per training batch. Zeus's real
-`GlobalPowerLimitOptimizer` then measures exactly the model, with no sleeps and no timing
-noise, so each selector's choice can be predicted from the model (`expected_limit`).
+clock and the energy counter by one modelled step per training batch. Zeus's real monitor
+then measures exactly the model, with no sleeps and no timing noise, so each selector's choice
+can be predicted from the model (`expected_limit`).
 
 The GPU also plays the parts the tests need: no permission (`permitted=False`, raising
-Zeus's `ZeusGPUNoPermissionError` like NVML does), and a history file of every change, so a
-subprocess killed by SIGTERM can be checked afterwards.
+Zeus's `ZeusGPUNoPermissionError` like NVML does; `set_limit_as_root` is what a root daemon can
+still do), and a history file of every change, so a subprocess killed by SIGTERM can be checked
+afterwards.
 """
 
 from __future__ import annotations
