@@ -4,13 +4,14 @@
 simple physical model: at limit L a training step takes `step_time_s(L)` and draws
 `power_W(L)`. Time is *virtual*: `install_power_gpu` points Zeus's clock
 (`zeus.monitor.energy.time`) at a `VirtualClock`, and the `StepModel` callback advances that
-clock and the energy counter by one modelled step per training batch. Zeus's real
-`GlobalPowerLimitOptimizer` then measures exactly the model, with no sleeps and no timing
-noise, so each selector's choice can be predicted from the model (`expected_limit`).
+clock and the energy counter by one modelled step per training batch. Zeus's real monitor
+then measures exactly the model, with no sleeps and no timing noise, so each selector's choice
+can be predicted from the model (`expected_limit`).
 
 The GPU also plays the parts the tests need: no permission (`permitted=False`, raising
-Zeus's `ZeusGPUNoPermissionError` like NVML does), and a history file of every change, so a
-subprocess killed by SIGTERM can be checked afterwards.
+Zeus's `ZeusGPUNoPermissionError` like NVML does; `set_limit_as_root` is what a root daemon can
+still do), and a history file of every change, so a subprocess killed by SIGTERM can be checked
+afterwards.
 """
 
 from __future__ import annotations
@@ -115,23 +116,41 @@ class PowerGPU(FakeGPU):
             return  # NVML is not called for no change (as Zeus's NVIDIAGPU does)
         if not self.permitted:
             raise ZeusGPUNoPermissionError("Insufficient Permissions (fake GPU)")
-        super().set_power_management_limit(power_limit_mw, block)
-        self._record(f"limit {self.limit_mW}")
+        self.set_limit_as_root(power_limit_mw)
 
     def set_persistence_mode(self, enabled: bool, block: bool = True) -> None:
         if bool(enabled) == self.persistence:
             return
         if not self.permitted:
             raise ZeusGPUNoPermissionError("Insufficient Permissions (fake GPU)")
+        self.set_persistence_as_root(enabled)
+
+    # what a privileged process (zeusd, in tests/fake_zeusd.py) can do whatever `permitted` says
+    def set_limit_as_root(self, power_limit_mw: int) -> None:
+        if int(power_limit_mw) == self.limit_mW:
+            return
+        super().set_power_management_limit(power_limit_mw)
+        self._record(f"limit {self.limit_mW}")
+
+    def set_persistence_as_root(self, enabled: bool) -> None:
+        if bool(enabled) == self.persistence:
+            return
         self.persistence = bool(enabled)
         self.persistence_history.append(self.persistence)
         self._record(f"persistence {int(self.persistence)}")
 
+    # the model; tests/fake_gpu_trace.py replaces it with a published trace
+    def step_time_at(self, limit_W: int) -> float:
+        return step_time_s(limit_W)
+
+    def power_at(self, limit_W: int) -> float:
+        return power_W(limit_W)
+
     def step(self) -> None:
         """One modelled training step at the current limit."""
-        seconds = step_time_s(self.limit_W)
+        seconds = self.step_time_at(self.limit_W)
         self.clock.advance(seconds)
-        self.advance(seconds * power_W(self.limit_W))
+        self.advance(seconds * self.power_at(self.limit_W))
         self.step_limits_W.append(self.limit_W)
 
 

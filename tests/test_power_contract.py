@@ -85,7 +85,7 @@ def test_cpu_only_fit_with_fail_raises_one_line_naming_callbacks_power(make_cfg)
 
 def test_too_short_epochs_fail_by_default_before_any_limit_changes(make_cfg):
     gpu = PowerGPU(limit_W=275)
-    cfg = make_cfg(*TUNE, "trainer.limit_train_batches=2")
+    cfg = make_cfg(*TUNE, "trainer.limit_train_batches=1")
     with install_power_gpu(gpu), pytest.raises(NotApplicableError, match="epoch_too_short"):
         _fit(cfg)
     assert gpu.limit_history == [] and gpu.persistence_history == [] and gpu.limit_mW == 275_000
@@ -148,6 +148,8 @@ def test_an_announced_structure_change_restarts_profiling(
     assert s["status"] == "completed" and s["power/status"] == "tuned"
     assert s.get("power/reprofiles", 0) == reprofiles
     assert gpu.limit_history.count(300_000) == 1 + reprofiles  # each profile starts at the highest limit
+    profiles = list(Path(s["power/profile_file"]).parent.glob("*.json"))
+    assert len(profiles) == 1 + reprofiles  # the changed net got its own cached profile
     assert s["power/limit_W"] == expected_limit("energy", LIMITS) and gpu.limit_mW == ORIGINAL_mW
 
 
@@ -182,3 +184,67 @@ def test_importing_the_method_does_not_import_zeus():
         env={"PYTHONPATH": str(Path(ROOT / "src")), "PATH": ""},
     )
     assert out.stdout.strip() == "False"
+
+
+# ---- Zeus's daemon (zeusd) -------------------------------------------------------------------------
+def test_a_running_zeusd_changes_limits_without_root(make_cfg, monkeypatch):
+    """The card refuses direct NVML changes (no SYS_ADMIN); a fake daemon on a Unix socket, reached
+    through Zeus's own ZeusdClient, makes them as root would."""
+    from fake_zeusd import running_zeusd
+
+    gpu = PowerGPU(limit_W=275, permitted=False)
+    with running_zeusd(gpu) as daemon:
+        monkeypatch.setenv("ZEUSD_SOCK_PATH", daemon.server_address)
+        s = _run(make_cfg, gpu, *LONG_EPOCH, "callbacks.power.selector=energy")
+    assert s["power/status"] == "tuned" and s["power/access"] == "zeusd"
+    assert s["power/limit_W"] == expected_limit("energy", LIMITS)
+    assert gpu.limit_history[:5] == [w * 1000 for w in LIMITS] and gpu.limit_mW == ORIGINAL_mW
+    assert gpu.persistence_history == [True, False] and s["power/restored"] is True
+    assert "POST /gpu/set_power_limit" in daemon.requests and "GET /discover" in daemon.requests
+
+
+def test_a_zeusd_without_gpu_control_falls_back_to_nvml_and_says_no_permission_once(
+    make_cfg, monkeypatch, caplog
+):
+    import logging
+
+    from fake_zeusd import running_zeusd
+
+    caplog.set_level(logging.WARNING, logger="wattwise.optim.power_limit")
+    gpu = PowerGPU(limit_W=275, permitted=False)
+    with running_zeusd(gpu, control=False) as daemon:
+        monkeypatch.setenv("ZEUSD_SOCK_PATH", daemon.server_address)
+        s = _run(make_cfg, gpu, *LONG_EPOCH)
+    assert s["status"] == "completed" and s["power/status"] == "no_permission"
+    assert s["power/access"] == "nvml" and gpu.limit_history == [] and gpu.limit_W == 275
+    assert "POST /gpu/set_power_limit" not in daemon.requests
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1 and "permission" in warnings[0].lower() and "zeusd" in warnings[0]
+
+
+def test_an_unreachable_zeusd_socket_falls_back_to_nvml(monkeypatch, tmp_path):
+    from wattwise.optim.power import zeus_adapter
+
+    monkeypatch.setenv("ZEUSD_SOCK_PATH", str(tmp_path / "nobody-listens.sock"))
+    client, why = zeus_adapter.zeusd_client()
+    assert client is None and "unreachable" in why
+    monkeypatch.delenv("ZEUSD_SOCK_PATH")
+    client, why = zeus_adapter.zeusd_client()  # the default socket is pinned absent (the fixture)
+    assert client is None and "no zeusd configured" in why
+
+
+def test_a_structure_change_after_a_cached_choice_profiles_the_new_net(make_cfg):
+    overrides = [
+        *LONG_EPOCH,
+        "trainer.max_epochs=2",
+        "callbacks.power.selector=energy",
+        "+callbacks.reshape._target_=fake_gpu_power.ReshapeNetAt",
+        "+callbacks.reshape.epoch=0",
+    ]
+    first = _run(make_cfg, PowerGPU(limit_W=275), *overrides)  # caches both nets' profiles
+    assert first["power/reprofiles"] == 1
+    gpu = PowerGPU(limit_W=275)
+    again = _run(make_cfg, gpu, *overrides)  # the first net from the cache, then the pruned one's
+    assert again["power/status"] == "cached" and again["power/reprofiles"] == 1
+    assert 300_000 not in gpu.limit_history  # nothing was profiled: both choices came from the cache
+    assert again["power/limit_W"] == expected_limit("energy", LIMITS) and gpu.limit_mW == ORIGINAL_mW

@@ -1,4 +1,4 @@
-"""Power-limit tuning (`+optim=power`): Zeus's real GlobalPowerLimitOptimizer against a fake GPU.
+"""Power-limit tuning (`+optim=power`): the real callback, Zeus's monitor and selectors, a fake GPU.
 
 The fake GPU (tests/fake_gpu_power.py) models step time and power draw as functions of the
 limit, on a virtual clock that Zeus reads, so what Zeus measures is exactly the model and the
@@ -23,7 +23,9 @@ from conftest import ROOT
 from fake_gpu import install_fake_gpus
 from fake_gpu_power import STEP_TIME_REL, PowerGPU, expected_limit, install_power_gpu, step_time_s
 
-from wattwise.optim.power_limit import PowerLimitTuner, fit_counts, make_selector
+from wattwise.optim.power.plan import limits_W, segment_batches
+from wattwise.optim.power.profiler import block_size
+from wattwise.optim.power_limit import PowerLimitTuner, make_selector
 from wattwise.train import train
 from wattwise.utils.errors import ConfigError
 
@@ -44,10 +46,16 @@ BASE_LOGGER = "wattwise.optim.base"  # where a method's step-aside line is logge
 
 
 @pytest.fixture(autouse=True)
-def real_tuning_on_the_fake_gpu(monkeypatch):
+def real_tuning_on_the_fake_gpu(monkeypatch, tmp_path):
     """These tests drive a fake GPU, so they lift conftest's forced dry run (the no-GPU test pins
-    Zeus to see no GPU at all, so it cannot touch a real one either)."""
+    Zeus to see no GPU at all, so it cannot touch a real one either). No Zeus daemon is seen,
+    whatever this machine runs: tests of the daemon start their own (tests/fake_zeusd.py)."""
+    import wattwise.optim.power.zeus_adapter as adapter
+
     monkeypatch.delenv("WATTWISE_POWER_DRY_RUN", raising=False)
+    for name in ("ZEUSD_SOCK_PATH", "ZEUSD_HOST_PORT", "ZEUSD_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(adapter, "ZEUSD_DEFAULT_SOCKET", tmp_path / "no-zeusd.sock")
 
 
 @pytest.fixture(autouse=True)
@@ -122,12 +130,14 @@ def test_each_selector_ends_at_the_limit_the_model_makes_optimal(
     s = _run(make_cfg, gpu, *LONG_EPOCH, *selector_overrides)
 
     assert s["status"] == "completed"
-    assert s["power/status"] == "tuned"
+    assert s["power/status"] == "tuned" and s["power/access"] == "nvml"  # no daemon here: NVML directly
     assert s["power/limit_W"] == want
-    # Zeus measured every limit, and measured the model: time per profiled step is the model's
-    assert sorted(map(int, s["power/profile"]), reverse=True) == LIMITS
+    # every limit was measured, and Zeus's monitor measured the model: time per batch is the model's
+    assert sorted(map(int, s["power/profile"]), reverse=True) == LIMITS == s["power/limits_tried_W"]
     for limit, m in s["power/profile"].items():
-        assert m["time_s"] == pytest.approx(2 * step_time_s(int(limit)), rel=1e-6)
+        assert m["step_time_s"] == pytest.approx(step_time_s(int(limit)), rel=1e-6)
+        assert m["steps"] == 2 and m["time_rsd"] == pytest.approx(0.0, abs=1e-9)  # no noise: no spread
+    assert "power/confirmed_W" not in s  # nothing was within the (zero) noise of the pick
     # it profiled highest first, then trained at the choice, then put the ORIGINAL limit back
     assert gpu.limit_history[:5] == [w * 1000 for w in LIMITS]
     assert gpu.limit_history[-2:] == [want * 1000, ORIGINAL_mW]
@@ -240,61 +250,66 @@ def test_dry_run_without_a_cache_lists_the_limits_it_would_try(make_cfg):
     assert not Path(plan["profile_file"]).exists()
 
 
-@pytest.mark.slow
-def test_reprofiles_when_the_net_changes_shape(make_cfg):
+# ---- short epochs ---------------------------------------------------------------------------------
+def test_the_grid_spans_the_whole_range_minimum_and_maximum_included():
+    assert limits_W((100_000, 260_000), 25) == [260, 250, 225, 200, 175, 150, 125, 100]  # RTX 6000
+    assert limits_W((100_000, 300_000), 50) == [300, 250, 200, 150, 100]
+    assert limits_W((200_000, 700_000), 25)[-1] == 200 and limits_W((200_000, 700_000), 25)[0] == 700
+    assert limits_W((250_000, 260_000), 25) == [260, 250]
+    assert limits_W((150_000, 150_000), 25) == [150]  # a card with one limit
+
+
+def test_profiles_pause_at_the_shortest_stretch_and_blocks_hold_whole_optimizer_steps():
+    assert segment_batches(100, 100) == 100
+    assert segment_batches(100, 7) == 7  # val_check_interval=7: validation every 7 batches
+    assert segment_batches(float("inf"), 5) == 5
+    assert segment_batches(12, float("inf")) == 12
+    assert block_size(40, 4) == 10 and block_size(2, 4) == 1  # never more blocks than batches
+    assert block_size(40, 4, accumulate=4) == 12  # a block is a whole number of optimizer steps
+
+
+def test_short_epochs_still_finish_profiling(make_cfg):
+    gpu = PowerGPU(limit_W=275)
+    # 4 batches per epoch against 2 warm-up + 4 profile steps per limit: each limit spans epochs
+    s = _run(
+        make_cfg,
+        gpu,
+        "trainer.limit_train_batches=4",
+        "trainer.max_epochs=12",
+        "trainer.limit_val_batches=1",
+        "callbacks.power.warmup_steps=2",
+        "callbacks.power.profile_steps=4",
+        "callbacks.power.selector=energy",
+    )
+    assert s["power/status"] == "tuned"
+    assert s["power/limit_W"] == expected_limit("energy", LIMITS)
+    profile = s["power/profile"]
+    assert sorted(map(int, profile), reverse=True) == LIMITS
+    assert all(m["steps"] == 4 for m in profile.values())  # every limit got its 4 measured batches ...
+    assert any(m["blocks"] > 2 for m in profile.values())  # ... some in blocks cut by an epoch end
+    assert gpu.limit_mW == ORIGINAL_mW
+
+
+def test_gradient_accumulation_measures_whole_optimizer_steps(make_cfg):
     gpu = PowerGPU(limit_W=275)
     s = _run(
         make_cfg,
         gpu,
         *LONG_EPOCH,
-        "trainer.max_epochs=2",
+        "+trainer.accumulate_grad_batches=2",
         "callbacks.power.selector=energy",
-        "+callbacks.reshape._target_=fake_gpu_power.ReshapeNetAt",
-        "+callbacks.reshape.epoch=0",
+        "callbacks.power.blocks=2",  # 2 profile steps in 2 blocks would split an optimizer step
     )
-    assert s["power/status"] == "tuned" and s["power/reprofiles"] == 1
-    assert gpu.limit_history.count(300_000) == 2  # profiled twice, highest limit first each time
-    assert len(list(Path(s["power/profile_file"]).parent.glob("*.json"))) == 2
-    assert s["power/limit_W"] == expected_limit("energy", LIMITS) and gpu.limit_mW == ORIGINAL_mW
-
-
-# ---- short epochs ---------------------------------------------------------------------------------
-def test_fit_counts_shrink_warmup_and_profile_to_fit_an_epoch():
-    assert fit_counts(100, 1, 10, 40) == (1, 10, 40)  # fits: unchanged
-    wait, warmup, profile = fit_counts(20, 1, 10, 40)
-    assert 1 + wait + warmup + profile <= 20 and warmup >= 1 and profile >= warmup
-    assert fit_counts(4, 1, 10, 40) == (1, 1, 1)
-    assert fit_counts(3, 1, 10, 40) == (0, 1, 1)  # the wait goes first
-    assert fit_counts(2, 1, 10, 40) is None  # too short for any profile
-    assert fit_counts(float("inf"), 1, 10, 40) == (1, 10, 40)
-
-
-def test_short_epochs_still_finish_profiling(make_cfg, caplog):
-    caplog.set_level(logging.INFO, logger=LOGGER)
-    gpu = PowerGPU(limit_W=275)
-    # 4 batches per epoch against Zeus's default 10 warm-up + 40 profile steps per limit
-    s = _run(
-        make_cfg,
-        gpu,
-        "trainer.limit_train_batches=4",
-        "trainer.max_epochs=6",
-        "trainer.limit_val_batches=1",
-        "callbacks.power.warmup_steps=10",
-        "callbacks.power.profile_steps=40",
-        "callbacks.power.selector=energy",
-    )
-    assert s["power/status"] == "tuned"
-    assert s["power/limit_W"] == expected_limit("energy", LIMITS)
-    assert sorted(map(int, s["power/profile"]), reverse=True) == LIMITS
-    assert any("too few for" in r.getMessage() for r in caplog.records)
+    assert s["power/status"] == "tuned" and s["power/limit_W"] == expected_limit("energy", LIMITS)
+    assert all(m["blocks"] == 1 and m["steps"] == 2 for m in s["power/profile"].values())
     assert gpu.limit_mW == ORIGINAL_mW
 
 
 def test_too_short_epochs_leave_the_limit_alone(make_cfg):
     gpu = PowerGPU(limit_W=275)
-    s = _run(make_cfg, gpu, "trainer.limit_train_batches=2", "callbacks.power.if_not_applicable=skip")
+    s = _run(make_cfg, gpu, "trainer.limit_train_batches=1", "callbacks.power.if_not_applicable=skip")
     assert s["status"] == "completed" and s["power/status"] == "skipped"
-    assert s["power/reason"] == "epoch_too_short" and "too short" in s["power/skipped"]
+    assert s["power/reason"] == "epoch_too_short" and "too few" in s["power/skipped"]
     assert gpu.limit_history == []
 
 

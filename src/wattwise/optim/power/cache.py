@@ -15,7 +15,7 @@ from wattwise.energy.monitor import batch_size_of
 
 log = logging.getLogger("wattwise.optim.power_limit")  # one logger for the whole method
 
-PROFILE_FORMAT = 1
+PROFILE_FORMAT = 2  # 2: one record per measuring window (block), with its batch count
 
 
 def net_signature(module: Any) -> str:
@@ -72,15 +72,16 @@ def profile_path(profile_dir: Path | None, key: dict[str, Any]) -> Path | None:
 
 
 def load_cached(path: Path | None) -> list[dict[str, float]] | None:
-    """The cached measurements, or None (missing, unreadable or not a profile: profile again)."""
+    """The cached measuring windows, or None (missing, unreadable, an older format: profile again)."""
     if path is None or not path.is_file():
         return None
     try:
         data = json.loads(path.read_text())
+        if data.get("wattwise_profile_format") != PROFILE_FORMAT:
+            raise ValueError(f"format {data.get('wattwise_profile_format')}, not {PROFILE_FORMAT}")
         measurements = data["measurements"]
-        if not measurements or not all(
-            m["power_limit"] > 0 and m["energy"] > 0 and m["time"] > 0 for m in measurements
-        ):
+        fields = ("power_limit", "energy", "time", "steps")
+        if not measurements or not all(m[f] > 0 for m in measurements for f in fields):
             raise ValueError("empty or non-positive measurements")
     except (OSError, ValueError, KeyError, TypeError) as err:
         log.warning("Ignoring the unreadable power profile %s (%s); profiling again.", path, err)

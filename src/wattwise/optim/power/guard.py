@@ -14,7 +14,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from wattwise.optim.power.zeus_adapter import Gpu
+from wattwise.optim.power.zeus_adapter import Gpu, ZeusdGpu
 
 log = logging.getLogger("wattwise.optim.power_limit")  # one logger for the whole method
 
@@ -31,7 +31,7 @@ class LimitGuard:
         self.reset()
 
     def reset(self) -> None:
-        self.gpu: Gpu | None = None
+        self.gpu: Gpu | ZeusdGpu | None = None
         self.original_mW: int | None = None
         self.original_persistence: bool | None = None
         self.touched = False  # Zeus was asked to change something on the card
@@ -42,7 +42,7 @@ class LimitGuard:
     def original_W(self) -> int | None:
         return None if self.original_mW is None else self.original_mW // 1000
 
-    def remember(self, gpu: Gpu, original_mW: int) -> None:
+    def remember(self, gpu: Gpu | ZeusdGpu, original_mW: int) -> None:
         self.gpu, self.original_mW = gpu, original_mW
 
     def remember_persistence(self) -> None:

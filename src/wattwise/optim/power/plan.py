@@ -1,4 +1,4 @@
-"""Which limits to try, how many steps each gets inside an epoch, and the dry-run plan."""
+"""Which limits to try, how long a stretch of training lasts between pauses, and the dry-run plan."""
 
 from __future__ import annotations
 
@@ -7,40 +7,37 @@ from typing import Any
 
 
 def limits_W(constraints_mW: tuple[int, int], pl_step_W: int) -> list[int]:
-    """The limits Zeus profiles: from the card's maximum down to its minimum, `pl_step_W` apart."""
-    low, high = constraints_mW
-    return [mw // 1000 for mw in range(high, low - 1, -pl_step_W * 1000)]
+    """The limits to profile, highest first: the card's minimum, every `pl_step_W` above it, and its maximum.
 
-
-def fit_counts(batches_per_epoch: float, wait: int, warmup: int, profile: int) -> tuple[int, int, int] | None:
-    """Wait, warm-up and profile steps that let one limit finish inside an epoch.
-
-    Zeus needs 1 + warm-up + profile steps in an epoch for a limit (plus the wait steps
-    in the first one), else the epoch end restarts it, forever. Shrinks the counts to
-    fit, keeping their ratio; None when the epoch is too short (under 3 batches).
+    The grid is anchored at the minimum, so the minimum (the energy optimum of many jobs) is always
+    tried, and the maximum (the card's usual setting and `max_slowdown`'s reference) is added even
+    when the range is not a multiple of the step: RTX 6000 (100-260 W, 25 W) gets 260, 250, 225,
+    ..., 100. Stepping down from the maximum instead (Zeus's own grid) tries 260, 235, ..., 110 and
+    never the minimum.
     """
-    if not math.isfinite(batches_per_epoch):
-        return wait, warmup, profile
-    n = int(batches_per_epoch)
-    budget = n - 1 - wait
-    if budget < 2:
-        wait, budget = 0, n - 1
-    if budget < 2:
-        return None
-    if warmup + profile <= budget:
-        return wait, warmup, profile
-    new_profile = max(1, min(budget - 1, int(budget * profile / (warmup + profile))))
-    return wait, max(1, budget - new_profile), new_profile
+    low, high = (mw // 1000 for mw in constraints_mW)
+    grid = list(range(low, high, pl_step_W)) + [high]
+    return sorted(set(grid), reverse=True)
+
+
+def segment_batches(batches_per_epoch: float, val_check_batch: float | None) -> float:
+    """The most training batches that run without a pause (an epoch end or a validation run)."""
+    segment = batches_per_epoch
+    if val_check_batch is not None and math.isfinite(val_check_batch) and val_check_batch > 0:
+        segment = min(segment, val_check_batch)
+    return segment
 
 
 def profiling_steps_total(counts: tuple[int, int, int], n_limits: int) -> int:
+    """Batches a first pass takes without pauses: the wait, then warm-up + profile at each limit."""
     wait, warmup, profile = counts
-    return wait + 1 + n_limits * (warmup + profile)
+    return wait + n_limits * (warmup + profile)
 
 
 def dry_run_plan(
     *,
     gpu: str,
+    access: str,
     current_limit_W: int | None,
     limits: list[int],
     counts: tuple[int, int, int],
@@ -54,6 +51,7 @@ def dry_run_plan(
     wait, warmup, profile = counts
     return {
         "gpu": gpu,
+        "access": access,
         "current_limit_W": current_limit_W,
         "would_profile_W": limits,
         "wait_steps": wait,

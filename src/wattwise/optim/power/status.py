@@ -26,7 +26,10 @@ REASONS = {
     NO_GPU: "no GPU visible to Zeus, so there is no power limit to tune",
     NO_METER: "it measures each limit with the Zeus energy meter (energy=auto); energy=estimate/off has none",
     NO_POWER_LIMITS: "cannot read GPU {gpu}'s power limits ({err})",
-    EPOCH_TOO_SHORT: "an epoch of {batches} training batches is too short to profile a limit (3 needed)",
+    EPOCH_TOO_SHORT: (
+        "{batches} training batch(es) per epoch or between validation runs are too few to profile a limit "
+        "(2 needed: one after each pause is not measured)"
+    ),
 }
 
 
