@@ -3,9 +3,9 @@
 Tests of preemption send real signals to a `train.py` subprocess; with the tiny test settings an
 epoch lasts milliseconds, so the run waits here, mid-epoch, for the test to send them:
     +callbacks.pause._target_=pause_callback.PauseForSignal +callbacks.pause.marker=<file>
-It writes `marker` when it starts waiting, and waits (at most `timeout_s`) until Lightning has
-seen a SIGTERM, or, with `until=file`, until the file `until_file` exists (a SLURM requeue test
-sends SIGUSR1 first and waits for the fake `scontrol` to be called). Never used outside tests.
+It writes `marker` when it starts waiting, then waits (at most `timeout_s`) until Lightning has
+seen a SIGTERM; other signals (SLURM's SIGUSR1) are handled meanwhile and the wait goes on.
+Never used outside tests.
 """
 
 from __future__ import annotations
