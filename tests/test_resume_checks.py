@@ -3,18 +3,20 @@ and how to resume correctly: truncated, from another net, other data, other opti
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from conftest import compose_cfg, run_cli
+from conftest import SMALL, compose_cfg, run_cli
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
 from wattwise.train import train
 from wattwise.utils.errors import ConfigError
 from wattwise.utils.resume import _check_data
+from wattwise.utils.resume_run import expand_resume
 
 SAVED_WITH = ["data=digits", "model=mlp"]
 
@@ -30,7 +32,7 @@ def saved_run(tmp_path_factory) -> Path:
         GlobalHydra.instance().clear()
     run_dir = Path(cfg.paths.output_dir)
     (run_dir / ".hydra").mkdir(exist_ok=True)
-    OmegaConf.save(OmegaConf.create(SAVED_WITH), run_dir / ".hydra" / "overrides.yaml")
+    OmegaConf.save(OmegaConf.create([*SMALL, *SAVED_WITH]), run_dir / ".hydra" / "overrides.yaml")
     return run_dir
 
 
@@ -64,7 +66,8 @@ def test_a_checkpoint_of_another_net_says_which_and_how_to_resume(tmp_path, save
     before = ckpt.read_bytes()
     message = _resume(tmp_path, ckpt, "data=digits", "model=cnn")
     assert "is from another model (saved by MLP, this run builds" in message
-    assert f"python train.py data=digits model=mlp ckpt_path={ckpt}" in message  # the saving run's overrides
+    assert f"data=digits model=mlp ckpt_path={ckpt}" in message  # the saving run's overrides
+    assert "python train.py trainer.max_epochs=1 " in message
     assert str(saved_run / ".hydra" / "config.yaml") in message
     assert ckpt.read_bytes() == before  # nothing written lost
 
@@ -99,3 +102,31 @@ def test_cli_truncated_checkpoint_is_one_line_and_exit_2(tmp_path, saved_run):
         f"wattwise: error: ckpt_path={broken} cannot be loaded"
     )
     assert "Traceback" not in r.stderr
+
+
+# ---- resume=<run dir> ---------------------------------------------------------------------------
+def _run_dir(tmp_path: Path, overrides: list[str]) -> Path:
+    run_dir = tmp_path / "run"
+    (run_dir / ".hydra").mkdir(parents=True)
+    (run_dir / "checkpoints").mkdir()
+    OmegaConf.save(OmegaConf.create(overrides), run_dir / ".hydra" / "overrides.yaml")
+    return run_dir
+
+
+def test_resume_takes_the_runs_overrides_and_its_newest_checkpoint(tmp_path):
+    run_dir = _run_dir(tmp_path, ["model=cnn", "trainer.max_epochs=10", f"hydra.run.dir={tmp_path}/x"])
+    last, hpc = run_dir / "checkpoints" / "last.ckpt", run_dir / "hpc_ckpt_2.ckpt"
+    last.write_bytes(b"")
+    hpc.write_bytes(b"")
+    os.utime(last, (1_000, 1_000))  # the hpc checkpoint is newer (saved at SLURM's warning signal)
+    args = expand_resume([f"resume={run_dir}", "trainer.max_epochs=20", "-m"])
+    assert args == ["model=cnn", "trainer.max_epochs=20", "-m", f"ckpt_path={hpc}"]
+
+
+def test_resume_of_a_folder_that_is_not_a_run_dir_is_one_line(tmp_path):
+    with pytest.raises(ConfigError, match=rf"resume={tmp_path} is not a run dir"):
+        expand_resume([f"resume={tmp_path}"])
+    run_dir = _run_dir(tmp_path, ["model=cnn"])
+    with pytest.raises(ConfigError, match="holds no checkpoint"):
+        expand_resume([f"resume={run_dir}"])
+    assert expand_resume(["model=mlp"]) == ["model=mlp"]  # no resume=: unchanged

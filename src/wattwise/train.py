@@ -241,6 +241,14 @@ def _hydra_entry(cfg: DictConfig) -> Any:
 
 def main() -> None:
     """Console entry point (`python train.py ...` or `wattwise-train ...`)."""
+    import sys
+
+    from wattwise.utils.resume_run import expand_resume
+
+    try:
+        sys.argv[1:] = expand_resume(sys.argv[1:])  # resume=<run dir>: its overrides and checkpoint
+    except ConfigError as err:
+        exit_with_error(str(err))
     _hydra_entry()
 
 

@@ -72,9 +72,12 @@ class LastCheckpoint(ModelCheckpoint):
 
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
         """Every checkpoint of the run (best, last, hpc) records what it was trained on."""
+        from wattwise.optim.base import energy_methods
+
         datamodule = trainer.datamodule
         shape = getattr(datamodule, "input_shape", None)
         checkpoint[RUN_IDENTITY_KEY] = {
+            "methods": sorted(m.name for m in energy_methods(trainer)),  # also those with no state
             "module": f"{type(pl_module).__module__}.{type(pl_module).__qualname__}",
             "net": _net_name(pl_module),
             "input_shape": list(shape) if shape is not None else None,
