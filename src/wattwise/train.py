@@ -19,13 +19,15 @@ from omegaconf import DictConfig, OmegaConf
 from wattwise.config_dir import CONF_DIR
 from wattwise.optim.registry import register_recipes
 from wattwise.sweep import in_multirun, launcher_info
-from wattwise.utils.errors import ConfigError, exit_with_error
-from wattwise.utils.summary import write_summary
+from wattwise.utils.errors import ConfigError, OutputError, exit_with_error
+from wattwise.utils.run_dirs import register_run_dir_resolvers
+from wattwise.utils.summary import save_summary
 from wattwise.utils.validate import validate_config
 
 log = logging.getLogger(__name__)
 
 register_recipes()  # +optim=green and the other recipes, built from the registry
+register_run_dir_resolvers()  # ${wattwise.run_stamp:} in conf/hydra/default.yaml
 
 
 def _quiet_known_noise() -> None:
@@ -130,6 +132,7 @@ def torch_threads() -> int:
 def train(cfg: DictConfig) -> Any:
     from wattwise.optim.registry import run_label
     from wattwise.utils.report import format_report
+    from wattwise.utils.resume import check_resume
     from wattwise.utils.run_info import device_description, hydra_overrides, versions
 
     _quiet_known_noise()
@@ -149,6 +152,9 @@ def train(cfg: DictConfig) -> Any:
         parts["datamodule"],
         parts["loggers"],
     )
+    check_resume(
+        cfg, trainer, module, datamodule, parts["methods"]
+    )  # readable, complete, same net/data/methods
 
     run_dir = Path(cfg.paths.output_dir)
     overrides = hydra_overrides()
@@ -171,7 +177,7 @@ def train(cfg: DictConfig) -> Any:
     for lg in loggers.values():
         lg.log_hyperparams(hparams)
 
-    status, fit_metrics, test_metrics = "failed", {}, {}
+    status, fit_metrics, test_metrics, summary_error = "failed", {}, {}, None
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
         fit_metrics = dict(trainer.callback_metrics)
@@ -179,7 +185,7 @@ def train(cfg: DictConfig) -> Any:
             status = "interrupted"
         elif cfg.get("test", True):
             ckpt = trainer.checkpoint_callback
-            best = "best" if ckpt is not None and getattr(ckpt, "best_model_path", "") else None
+            best = getattr(ckpt, "best_model_path", "") or None  # the val/acc one: first in the callbacks
             results = trainer.test(module, datamodule=datamodule, ckpt_path=best, verbose=False)
             test_metrics = dict(results[0]) if results else {}
             status = "completed"
@@ -203,14 +209,14 @@ def train(cfg: DictConfig) -> Any:
                 global_step=trainer.global_step,
             )
             summary.update(_final_metrics(trainer, fit_metrics, test_metrics))
-            path = write_summary(run_dir, summary)
+            summary_error = save_summary(run_dir, summary)  # a full disk: one line, the figures logged
             try:
                 _log_final(loggers, {k: v for k, v in summary.items() if "/" in k}, trainer.global_step)
             finally:
                 _finish_loggers(loggers, status)
-            log.info("Summary written to %s", path)
-    if trainer.is_global_zero:
-        print("\n" + format_report(summary), flush=True)
+                print("\n" + format_report(summary), flush=True)  # also for failed and interrupted runs
+    if summary_error is not None:
+        raise summary_error
     objective = _objective(cfg, summary)
     if isinstance(objective, float) and math.isnan(objective):
         log.warning("optimized_metric %s was not logged by this run", cfg.get("optimized_metric"))
@@ -221,15 +227,27 @@ def train(cfg: DictConfig) -> Any:
 def _hydra_entry(cfg: DictConfig) -> Any:
     try:
         return train(cfg)
-    except ConfigError as err:
+    except (ConfigError, OutputError) as err:
         if in_multirun():  # Hydra marks this job failed and runs the rest of the sweep
             log.error("wattwise: error: %s", err)
             raise
-        exit_with_error(str(err))
+        exit_with_error(str(err), code=2 if isinstance(err, ConfigError) else 1)
+    except SystemExit as err:  # SIGTERM: Lightning's SIGTERMException would exit 0
+        from wattwise.utils.preemption import interruption_exit_code
+
+        raise SystemExit(interruption_exit_code(err) or err.code) from None
 
 
 def main() -> None:
     """Console entry point (`python train.py ...` or `wattwise-train ...`)."""
+    import sys
+
+    from wattwise.utils.resume_run import expand_resume
+
+    try:
+        sys.argv[1:] = expand_resume(sys.argv[1:])  # resume=<run dir>: its overrides and checkpoint
+    except ConfigError as err:
+        exit_with_error(str(err))
     _hydra_entry()
 
 

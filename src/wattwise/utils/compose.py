@@ -26,8 +26,10 @@ def compose_run_config(
     from omegaconf import open_dict
 
     from wattwise.optim.registry import register_recipes
+    from wattwise.utils.run_dirs import register_run_dir_resolvers
 
     register_recipes()
+    register_run_dir_resolvers()
     run_dir = Path(run_dir)
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):

@@ -20,3 +20,11 @@ def root_cause(err: BaseException) -> BaseException:
     while err.__cause__ is not None:
         err = err.__cause__
     return err
+
+
+class OutputError(OSError):
+    """An output (checkpoint, summary) could not be written; the message names the path and why.
+
+    Reported in one line with exit code 1, like a ConfigError, because its cause is the disk or
+    the folder's permissions, not the code: a traceback would only hide the path.
+    """

@@ -8,14 +8,18 @@ The file is written even when a run fails, with `status: failed` and the error.
 from __future__ import annotations
 
 import json
+import logging
 import math
-import os
 from collections.abc import Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from wattwise.utils.atomic_write import atomic_write
+from wattwise.utils.errors import OutputError
+
 SUMMARY_FILE = "summary.json"
+log = logging.getLogger(__name__)
 
 
 def _plain(value: Any) -> Any:
@@ -35,15 +39,25 @@ def _plain(value: Any) -> Any:
 
 
 def write_summary(run_dir: str | Path, summary: Mapping[str, Any]) -> Path:
-    """Write atomically (temp file + rename) so a crash never leaves half a summary."""
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    """Write atomically (temp file + rename) so a crash never leaves half a summary.
+
+    Raises OutputError, naming the file, when it cannot be written (full disk, read-only dir).
+    """
     data = {"written_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), **_plain(dict(summary))}
-    path = run_dir / SUMMARY_FILE
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
-    os.replace(tmp, path)
-    return path
+    text = json.dumps(data, indent=2, sort_keys=False) + "\n"
+    return atomic_write(Path(run_dir) / SUMMARY_FILE, text.encode(), "the run summary")
+
+
+def save_summary(run_dir: str | Path, summary: Mapping[str, Any]) -> OutputError | None:
+    """`write_summary`, or, when the file cannot be written, the error after logging it in one line
+    and the summary itself, so the figures still reach the terminal and the log."""
+    try:
+        log.info("Summary written to %s", write_summary(run_dir, summary))
+        return None
+    except OutputError as err:
+        log.error("wattwise: error: %s", err)
+        log.info("Summary (not saved): %s", json.dumps(_plain(dict(summary))))
+        return err
 
 
 def read_summary(path: str | Path) -> dict[str, Any]:

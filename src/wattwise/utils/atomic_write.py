@@ -1,0 +1,36 @@
+"""Write a file so that readers see the old version or the whole new one, never half of one.
+
+The bytes go to a temporary file in the same folder (so the rename stays on one file system),
+are flushed to the disk, and replace the target with `os.replace`. When writing fails (a full
+disk, a folder that is not writable) the temporary file is removed, the old file is left as it
+was, and the error names the file and the reason in one line (`OutputError`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+
+from wattwise.utils.errors import OutputError
+
+
+def atomic_write(path: str | os.PathLike, data: bytes | memoryview, what: str) -> Path:
+    """Write `data` to `path` through a temporary file and a rename; OutputError naming `what`."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as err:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        kept = " (the previous file is kept)" if path.exists() else ""
+        failure = OutputError(f"could not write {what} {path}: {err.strerror or err}{kept}")
+        failure.errno = err.errno
+        raise failure from err
+    return path

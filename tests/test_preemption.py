@@ -1,0 +1,153 @@
+"""Preemption, with real signals sent to `train.py` subprocesses: SIGTERM mid-epoch leaves a
+checkpoint of that moment and exit code 143, and a resumed run ends where an uninterrupted one
+does; under (simulated) SLURM the requeue signal saves an hpc checkpoint and calls `scontrol
+requeue`, and the requeued job resumes from the newest hpc checkpoint with its energy intact."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import ROOT, SMALL, compose_cfg, pinned
+from hydra.core.global_hydra import GlobalHydra
+
+from wattwise.train import train
+from wattwise.utils.summary import read_summary
+
+EPOCHS = ["trainer.max_epochs=3"]
+PRUNE = ["+optim=prune", "callbacks.prune.start_epoch=0", "callbacks.prune.end_epoch=2"]
+
+
+def _pause(marker: Path) -> list[str]:
+    """Hold the run at epoch 1, batch 1 (mid-epoch) until it receives SIGTERM (tests/pause_callback.py)."""
+    return ["+callbacks.pause._target_=pause_callback.PauseForSignal", f"+callbacks.pause.marker={marker}"]
+
+
+def _start(args: list[str], cwd: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
+    """`python train.py ...` in the background, as run_cli runs it (same pinning, same settings)."""
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    full_env["PYTHONPATH"] = os.pathsep.join(
+        [str(ROOT / "src"), str(ROOT / "tests"), full_env.get("PYTHONPATH", "")]
+    )
+    return subprocess.Popen(
+        [sys.executable, str(ROOT / "train.py"), *args, *pinned(args)],
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=full_env,
+    )
+
+
+def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if proc.poll() is not None:
+            raise AssertionError(f"the run ended before {path.name} appeared:\n{proc.stdout.read()}")
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.1)
+
+
+def _train_here(tmp: Path, overrides: list[str]) -> Path:
+    """An in-process run with the SMALL settings (a subprocess is only needed for a real signal)."""
+    cfg = compose_cfg(tmp, overrides)
+    try:
+        train(cfg)
+    finally:
+        GlobalHydra.instance().clear()
+    return Path(cfg.paths.output_dir)
+
+
+def _ckpt(path: Path) -> dict:
+    return torch.load(path, weights_only=False, map_location="cpu")
+
+
+def _shapes(path: Path) -> dict[str, tuple[int, ...]]:
+    return {k: tuple(v.shape) for k, v in _ckpt(path)["state_dict"].items()}
+
+
+def _check_energy_carried_over(saved: dict, resumed_last: dict, resumed_summary: dict) -> None:
+    """The resumed run's energy is the checkpoint's plus what it spent itself, epoch by epoch."""
+    before, after = saved["callbacks"]["EnergyMonitor"], resumed_last["callbacks"]["EnergyMonitor"]
+    assert before["total_J"] > 0
+    n = len(before["epoch_energies_J"])
+    assert after["epoch_energies_J"][:n] == before["epoch_energies_J"]  # carried over exactly
+    spent_after = sum(after["epoch_energies_J"][n:])
+    assert resumed_summary["energy/total_J"] >= before["total_J"] + spent_after - 1e-9
+
+
+@pytest.mark.slow
+def test_sigterm_mid_epoch_checkpoints_exits_143_and_resumes_to_the_same_end(tmp_path):
+    args = [*EPOCHS, *PRUNE]
+    full = _train_here(tmp_path / "full", args)
+
+    marker = tmp_path / "paused"
+    proc = _start([*SMALL, *args, *_pause(marker), f"hydra.run.dir={tmp_path / 'cut'}"], cwd=tmp_path)
+    _wait_for(marker, proc)
+    proc.send_signal(15)  # SIGTERM, what scancel and preemption send
+    out, _ = proc.communicate(timeout=180)
+    assert proc.returncode == 143, out[-3000:]
+    assert "wattwise run [interrupted]" in out  # the table still reaches the terminal
+    cut = read_summary(tmp_path / "cut")
+    assert cut["status"] == "interrupted"
+    last = tmp_path / "cut" / "checkpoints" / "last.ckpt"
+    saved = _ckpt(last)
+    assert saved["global_step"] == 5  # epoch 1, batch 1: the moment of interruption, not epoch 0's end
+
+    resumed = _train_here(tmp_path / "resumed", [*args, f"ckpt_path={last}"])
+    a, b = read_summary(full), read_summary(resumed)
+    assert b["status"] == "completed"
+    assert (b["epochs"], b["global_step"]) == (a["epochs"], a["global_step"]) == (3, 9)
+    assert b["prune/params"] == a["prune/params"] < a["prune/base_params"]  # pruned to the same net
+    resumed_last = resumed / "checkpoints" / "last.ckpt"
+    assert _shapes(resumed_last) == _shapes(full / "checkpoints" / "last.ckpt")
+    _check_energy_carried_over(saved, _ckpt(resumed_last), b)
+
+
+SLURM_ENV = {
+    "SLURM_NTASKS": "1",  # with SLURM_JOB_NAME not `bash`/`interactive`: Lightning's SLURMEnvironment
+    "SLURM_JOB_ID": "4242",
+    "SLURM_JOB_NAME": "wattwise-test",
+    "SLURM_PROCID": "0",
+    "SLURM_LOCALID": "0",
+    "SLURM_NODEID": "0",
+}
+
+
+@pytest.mark.slow
+def test_slurm_requeue_signal_requeues_and_the_requeued_job_resumes(tmp_path, monkeypatch):
+    bin_dir, calls = tmp_path / "bin", tmp_path / "scontrol.calls"
+    bin_dir.mkdir()
+    fake = bin_dir / "scontrol"
+    fake.write_text(f'#!/bin/sh\necho "$@" >> {calls}\n')
+    fake.chmod(0o755)
+    env = {**SLURM_ENV, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+    run_dir = tmp_path / "job" / "run"  # the same dir after the requeue (README: hydra.run.dir)
+    args = [*SMALL, *EPOCHS, f"hydra.run.dir={run_dir}"]
+
+    marker = tmp_path / "paused"
+    proc = _start([*args, *_pause(marker)], cwd=tmp_path, env=env)
+    _wait_for(marker, proc)
+    proc.send_signal(10)  # SIGUSR1: `#SBATCH --signal=USR1@90`, SLURM's warning before the end
+    _wait_for(calls, proc)
+    proc.send_signal(15)  # then the requeue ends the job like scancel: SIGTERM
+    out, _ = proc.communicate(timeout=180)
+    assert proc.returncode == 143, out[-3000:]
+    assert calls.read_text().split() == ["requeue", "4242"]
+    assert read_summary(run_dir)["status"] == "interrupted"
+    hpc = sorted(p.name for p in run_dir.glob("hpc_ckpt_*.ckpt"))
+    assert hpc == ["hpc_ckpt_1.ckpt", "hpc_ckpt_2.ckpt"]  # at the signal, and at the SIGTERM
+    saved = _ckpt(run_dir / "hpc_ckpt_2.ckpt")
+    assert saved["global_step"] == 5
+
+    for key, value in {**SLURM_ENV, "SLURM_RESTART_COUNT": "1"}.items():  # the requeued job, in-process
+        monkeypatch.setenv(key, value)
+    assert _train_here(tmp_path / "job", EPOCHS) == run_dir  # no ckpt_path: the newest hpc one
+    summary = read_summary(run_dir)
+    assert (summary["status"], summary["epochs"], summary["global_step"]) == ("completed", 3, 9)
+    _check_energy_carried_over(saved, _ckpt(run_dir / "checkpoints" / "last.ckpt"), summary)
