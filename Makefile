@@ -7,6 +7,9 @@ CONSTRAINTS ?= constraints.txt
 STAMP := $(VENV)/.installed
 ARGS ?=
 SWEEP ?=
+# Test processes (pytest-xdist): the suite's runs are single-threaded, so two workers use the two
+# cores of the CI machine; TEST_WORKERS=0 runs in one process (pdb, -x, print debugging).
+TEST_WORKERS ?= 2
 
 .PHONY: install train test test-fast bench bench-quick bench-gpu sweep compare lint format clean
 
@@ -24,10 +27,10 @@ train: $(STAMP)
 	$(PY) train.py $(ARGS)
 
 test: $(STAMP)
-	MPLCONFIGDIR=$${MPLCONFIGDIR:-/tmp/wattwise-mpl} WANDB_MODE=offline $(PY) -m pytest -q $(ARGS)
+	MPLCONFIGDIR=$${MPLCONFIGDIR:-/tmp/wattwise-mpl} WANDB_MODE=offline $(PY) -m pytest -q -n $(TEST_WORKERS) $(ARGS)
 
 test-fast: $(STAMP)
-	MPLCONFIGDIR=$${MPLCONFIGDIR:-/tmp/wattwise-mpl} WANDB_MODE=offline $(PY) -m pytest -q -m "not slow" $(ARGS)
+	MPLCONFIGDIR=$${MPLCONFIGDIR:-/tmp/wattwise-mpl} WANDB_MODE=offline $(PY) -m pytest -q -n $(TEST_WORKERS) -m "not slow" $(ARGS)
 
 bench: $(STAMP)
 	$(PY) bench/energy_bench.py $(ARGS)

@@ -152,9 +152,9 @@ def train(cfg: DictConfig) -> Any:
         parts["datamodule"],
         parts["loggers"],
     )
-    check_resume(
-        cfg, trainer, module, datamodule, parts["methods"]
-    )  # readable, complete, same net/data/methods
+    # A ckpt_path (or a requeued job's own checkpoint) must be readable, complete and of this net,
+    # data and methods: one line before training, not a traceback after it.
+    check_resume(cfg, trainer, module, datamodule, parts["methods"])
 
     run_dir = Path(cfg.paths.output_dir)
     overrides = hydra_overrides()
