@@ -183,13 +183,9 @@ def discover_methods() -> tuple[list[str], list[str]]:
     return registry.compared_method_names(), registry.recipe_names()
 
 
-# Methods that need an input this benchmark cannot give (a teacher) have a benchmark of their own.
-OWN_BENCH = {"distill": "bench/distill_bench.py"}
-
-
 def default_variants() -> list[str]:
     methods, recipes = discover_methods()
-    return ["baseline", "lightning", *(m for m in methods if m not in OWN_BENCH), *recipes]
+    return ["baseline", "lightning", *methods, *recipes]
 
 
 def native_bf16() -> bool:
@@ -343,7 +339,6 @@ def verdicts(rows: list[dict[str, Any]], tasks: dict[str, Task], goals: Sequence
 
     A goal is judged on the paired median; `(sure)` when the whole 95% interval meets it too."""
     methods, recipes = discover_methods()
-    methods = [m for m in methods if m not in OWN_BENCH]
     lines = []
     for goal in goals:
         who = ["green"] if goal.who == "green" else methods

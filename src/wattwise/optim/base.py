@@ -13,7 +13,9 @@ class attributes, what the rest of wattwise needs to know about it without readi
 - `recipes`: the recipes (`green`) it belongs to, each with the settings it takes there.
 - `in_comparisons`: whether `make sweep`, the Optuna search and `make bench` compare it as a
   variant (default True). False for a method that changes when a run spends its energy, not how
-  much (`carbon_aware`): offline, without its provider, it would only repeat the baseline.
+  much (`carbon_aware`): offline, without its provider, it would only repeat the baseline; and
+  for one that needs an input only the user can give (`distill`'s teacher), which has a
+  benchmark of its own.
 
 and, as methods that may look at the config or the net:
 

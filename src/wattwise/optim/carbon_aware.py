@@ -128,9 +128,8 @@ class CarbonAwareStart(EnergyMethod):
     name = "carbon_aware"
     figure_prefix = "carbon_aware/"
     summary_keys = ("carbon_aware/decision", "carbon_aware/reason", "carbon_aware/wait_s")
-    in_comparisons = (
-        False  # it moves the run in time; sweeps and the benchmark offline would repeat the baseline
-    )
+    # It moves the run in time; in sweeps and the benchmark, offline, it would repeat the baseline.
+    in_comparisons = False
 
     # Injectable for tests: the wall clock (epoch seconds) and the sleep.
     clock: Callable[[], float] = staticmethod(time.time)

@@ -66,6 +66,9 @@ class Distillation(EnergyMethod):
     # No recipes: green would need a teacher the user has to supply (and distillation often
     # spends more than it saves), so it is never switched on behind the user's back.
     recipes: ClassVar[dict[str, dict[str, Any]]] = {}
+    # Nor in sweeps, the Optuna search or `make bench`: without the user's teacher the job could
+    # only stop; bench/distill_bench.py trains a teacher and compares against it.
+    in_comparisons = False
 
     def __init__(
         self,
