@@ -105,6 +105,15 @@ def test_a_budget_stops_before_the_epoch_the_forecast_says_would_cross_it():
     assert run.report.summary_figures()["forecast/epochs"] == 3  # the first forecast already saw it
 
 
+@pytest.mark.parametrize("max_epochs", [-1, None])  # unlimited: where a budget is the only stop
+def test_a_budget_stops_an_unlimited_run_too(max_epochs):
+    run = ScriptedRun(EnergyReport(budget_J=35.0, report_dir=None), max_epochs=max_epochs)
+    for _ in range(3):
+        run.epoch(10.0, 2.0)
+    assert run.trainer.should_stop
+    assert run.report.summary_figures()["forecast/stop_reason"].startswith("budget_J")
+
+
 def test_a_carbon_budget_converts_at_the_runs_intensity_and_pue():
     # 1 g at 360 g/kWh and PUE 2: 1 / (360 x 2 / 3.6e6) = 5000 device joules
     report = EnergyReport(budget_gCO2e=1.0, report_dir=None)

@@ -220,17 +220,19 @@ class EnergyMonitor(L.Callback):
         if gpu_index is None and device.type == "cuda":
             gpu_index = device.index if device.index is not None else torch.cuda.current_device()
         self.meter = EnergyMeter(self.mode, gpu_index=gpu_index, estimate=self.estimate)
-        # Only the first process asks a live provider; the others' carbon figures are never reported.
-        provider = self.provider if trainer.is_global_zero else None
-        self.intensity = resolve_intensity(self.region, self.grid_gCO2_per_kWh, provider)
         if trainer.is_global_zero:
             log.info("Energy: %s [%s]", self.meter.describe(), self.meter.source)
-            log.info(
-                "Grid intensity: %.1f gCO2e/kWh (%s)", self.intensity.gCO2_per_kWh, self.intensity.source
-            )
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         assert self.meter is not None
+        # Asked when training starts, not at set-up: a carbon-aware start waits in its set-up, and
+        # the carbon is priced at the hour the fit runs. Only the first process asks a live provider.
+        provider = self.provider if trainer.is_global_zero else None
+        self.intensity = resolve_intensity(self.region, self.grid_gCO2_per_kWh, provider)
+        if trainer.is_global_zero:
+            log.info(
+                "Grid intensity: %.1f gCO2e/kWh (%s)", self.intensity.gCO2_per_kWh, self.intensity.source
+            )
         self.meter.begin(_SEGMENT)
         self._last_close_s = time.perf_counter()
         self._before_first_epoch = True

@@ -53,6 +53,18 @@ def _positive_or_none(name: str, value: Any) -> float | None:
     return float(value)
 
 
+def _epoch_limit(trainer: L.Trainer, done: int) -> int:
+    """Epochs the forecast covers: max_epochs, or, for an unlimited run (-1, or None under
+    max_steps), the epochs max_steps allows where it is set, else one more than done so far."""
+    limit = trainer.max_epochs
+    if limit is not None and limit > 0:
+        return int(limit)
+    steps, per_epoch = getattr(trainer, "max_steps", None), getattr(trainer, "num_training_batches", None)
+    if steps is not None and steps > 0 and isinstance(per_epoch, int) and per_epoch > 0:
+        return max(done, -(-int(steps) // per_epoch))
+    return done + 1
+
+
 class EnergyReport(L.Callback):
     """See the module doc. Settings are `callbacks.energy_report.*` (conf/callbacks/default.yaml)."""
 
@@ -174,7 +186,7 @@ class EnergyReport(L.Callback):
             self.history[:epochs],
             self.cumulative_J[epochs - 1],
             self.cumulative_s[epochs - 1],
-            int(trainer.max_epochs or len(self.history)),
+            _epoch_limit(trainer, len(self.history)),
             self.grams_per_J(energy),
             budgets,
             self.window,
@@ -184,7 +196,9 @@ class EnergyReport(L.Callback):
         own = {
             k: v for k, v in budgets.items() if k in ("budget_J", "budget_gCO2e")
         }  # early_stop keeps its own
-        if not own or trainer.should_stop or trainer.current_epoch + 1 >= (trainer.max_epochs or 0):
+        limit = trainer.max_epochs
+        last_epoch = limit is not None and limit > 0 and trainer.current_epoch + 1 >= limit
+        if not own or trainer.should_stop or last_epoch:  # unlimited runs (-1, None) are checked too
             return
         nxt = next_epoch_cost(self.history, self.window).epoch_J
         crossed = crossing_budget(float(energy.total_J), nxt, own)

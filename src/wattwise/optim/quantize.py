@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from wattwise.optim.base import STATUS_ACTIVE, EnergyMethod, StructureChange, announce_structure_change
+from wattwise.utils.atomic_write import save_atomically
 from wattwise.utils.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -289,15 +290,19 @@ class QuantizationAwareTraining(EnergyMethod):
         try:
             loader = dm.val_dataloader() if dm is not None else None
             x = next(iter(loader))[0] if loader is not None else None
-        except Exception:  # noqa: BLE001 - no example, no program; the state dict is still written
+        except Exception as err:  # noqa: BLE001 - no example, no program; the state dict is still written
+            log.warning("qat: no int8_net.pt2 (no example batch from the val loader: %s)", err)
             return None
-        return x[:2] if isinstance(x, torch.Tensor) else None
+        if not isinstance(x, torch.Tensor):
+            log.warning("qat: no int8_net.pt2 (the val loader's inputs are not one tensor)")
+            return None
+        return x[:2]
 
     def _export(self, int8_net: nn.Module, trainer: L.Trainer, out_dir: Path) -> dict[str, str]:
         out_dir.mkdir(parents=True, exist_ok=True)
         written: dict[str, str] = {}
         state_path = out_dir / "int8_state_dict.pt"
-        torch.save(int8_net.cpu().state_dict(), state_path)
+        save_atomically(int8_net.cpu().state_dict(), state_path, "the int8 state dict")
         written["state_dict"] = str(state_path)
         example = self._example(trainer) if self.export_program else None
         if example is not None:

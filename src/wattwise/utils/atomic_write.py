@@ -34,3 +34,14 @@ def atomic_write(path: str | os.PathLike, data: bytes | memoryview, what: str) -
         failure.errno = err.errno
         raise failure from err
     return path
+
+
+def save_atomically(obj: object, path: str | os.PathLike, what: str) -> Path:
+    """`torch.save(obj, path)` through `atomic_write`: serialised in memory, then written whole."""
+    import io
+
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return atomic_write(path, buffer.getbuffer(), what)

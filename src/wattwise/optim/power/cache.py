@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -99,10 +100,12 @@ def save_profile(path: Path | None, key: dict[str, Any] | None, measurements: li
         "key": key,
         "measurements": measurements,
     }
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
         tmp.write_text(json.dumps(data, indent=2) + "\n")
         os.replace(tmp, path)
     except OSError as err:
+        with contextlib.suppress(OSError):  # no half-written file left in profile_dir
+            tmp.unlink()
         log.warning("Could not cache the power profile at %s: %s", path, err)

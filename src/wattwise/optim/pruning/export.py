@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from wattwise.optim.pruning.structure import STRUCTURE_KEY, restore_structure
+from wattwise.utils.atomic_write import save_atomically
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +68,7 @@ def export_net(net: nn.Module, example: torch.Tensor, out_dir: Path, program: bo
         p.requires_grad_(False)
     written = {}
     path = out_dir / "pruned_net.pt"
-    torch.save(model, path)
+    save_atomically(model, path, "the pruned net")
     written["module"] = str(path)
     if program:
         x = example.detach().cpu()
