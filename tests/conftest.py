@@ -6,6 +6,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hydra.core.global_hydra import GlobalHydra
@@ -52,6 +53,31 @@ def compose_cfg(tmp_path: Path, overrides: Sequence[str] = (), small: bool = Tru
     """The real conf/ composed with `overrides`, writing into tmp_path; HydraConfig is set as in a run."""
     overrides = [*pinned(overrides), *(SMALL if small else []), *overrides]
     return compose_run_config(overrides, tmp_path / "run", root=tmp_path)
+
+
+def train_in_process(
+    tmp_path: Path, overrides: Sequence[str] = (), save_config: bool = False
+) -> tuple[dict[str, Any], Path]:
+    """compose_cfg, then `train(cfg)` in this process: (summary.json's contents, the run dir).
+
+    `save_config` also writes the run's `.hydra/config.yaml`, as a `train.py` run does (what a
+    later run that reads this one, e.g. a distillation teacher, rebuilds it from)."""
+    import json
+
+    from omegaconf import OmegaConf
+
+    from wattwise.train import train
+
+    cfg = compose_cfg(tmp_path, overrides)
+    run_dir = Path(cfg.paths.output_dir)
+    if save_config:
+        (run_dir / ".hydra").mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(cfg, run_dir / ".hydra" / "config.yaml")
+    try:
+        train(cfg)
+    finally:
+        GlobalHydra.instance().clear()
+    return json.loads((run_dir / "summary.json").read_text()), run_dir
 
 
 @pytest.fixture(autouse=True)

@@ -22,14 +22,14 @@ from typing import Any
 
 import pytest
 import torch
-from conftest import compose_cfg, run_cli
+from conftest import compose_cfg, run_cli, train_in_process
 from hydra.core.global_hydra import GlobalHydra
 from method_settings import ACT_QUICKLY, BAD_SETTING
 from zoo import ZOO
 
 from wattwise.optim import precision, registry
 from wattwise.optim.base import STATUS_SKIPPED
-from wattwise.train import build, train
+from wattwise.train import build
 from wattwise.utils.errors import ConfigError
 
 METHODS = registry.method_names()
@@ -65,13 +65,7 @@ def option_overrides(option: str, skip: bool = True) -> list[str]:
 
 
 def run(path: Path, overrides: list[str]) -> tuple[dict[str, Any], Path]:
-    cfg = compose_cfg(path, [*RUN, *overrides])
-    try:
-        train(cfg)
-    finally:
-        GlobalHydra.instance().clear()
-    run_dir = Path(cfg.paths.output_dir)
-    return json.loads((run_dir / "summary.json").read_text()), run_dir
+    return train_in_process(path, [*RUN, *overrides])
 
 
 # ---- the checks (functions, so the broken methods can be run through them too) -----------------

@@ -10,9 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import compose_cfg
+from conftest import compose_cfg, train_in_process
 from hydra.core.global_hydra import GlobalHydra
-from omegaconf import OmegaConf
 
 from wattwise.models.module import ClassifierModule
 from wattwise.optim.distill import Distillation
@@ -28,15 +27,7 @@ TWO_EPOCHS = ["trainer.max_epochs=2", "callbacks.model_checkpoint.monitor=null",
 
 def _train(root: Path, overrides: list[str]) -> tuple[dict, Path]:
     """Train in this process; the run dir gets the `.hydra/config.yaml` a `train.py` run writes."""
-    cfg = compose_cfg(root, overrides)
-    run_dir = Path(cfg.paths.output_dir)
-    (run_dir / ".hydra").mkdir(parents=True, exist_ok=True)
-    OmegaConf.save(cfg, run_dir / ".hydra" / "config.yaml")
-    try:
-        train(cfg)
-    finally:
-        GlobalHydra.instance().clear()
-    return json.loads((run_dir / "summary.json").read_text()), run_dir
+    return train_in_process(root, overrides, save_config=True)
 
 
 def _weights(run_dir: Path) -> dict[str, torch.Tensor]:

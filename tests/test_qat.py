@@ -10,17 +10,16 @@ fails in one line saying how to install it.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import compose_cfg
+from conftest import compose_cfg, train_in_process
 from hydra.core.global_hydra import GlobalHydra
 from torch import nn
 
 from wattwise.optim import quantize
-from wattwise.train import build, train
+from wattwise.train import build
 from wattwise.utils.errors import ConfigError
 
 pytest.importorskip("torchao")
@@ -34,13 +33,7 @@ RUN = ["trainer.max_epochs=3", "callbacks.qat.start_epoch=1", "++trainer.limit_t
 
 
 def _train(tmp_path: Path, overrides: list[str]) -> tuple[dict, Path]:
-    cfg = compose_cfg(tmp_path, ["+optim=qat", *RUN, *overrides])
-    try:
-        train(cfg)
-    finally:
-        GlobalHydra.instance().clear()
-    run_dir = Path(cfg.paths.output_dir)
-    return json.loads((run_dir / "summary.json").read_text()), run_dir
+    return train_in_process(tmp_path, ["+optim=qat", *RUN, *overrides])
 
 
 class _Mixed(nn.Module):
