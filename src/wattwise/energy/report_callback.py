@@ -38,7 +38,7 @@ from wattwise.energy.forecast import (
     next_epoch_cost,
 )
 from wattwise.energy.monitor import EnergyMonitor, find_energy_monitor
-from wattwise.utils.errors import ConfigError
+from wattwise.utils.errors import ConfigError, require_int
 
 log = logging.getLogger(__name__)
 
@@ -82,8 +82,7 @@ class EnergyReport(L.Callback):
         sacct_timeout_s: float = 5.0,
     ) -> None:
         for name, v in (("forecast_after_epochs", forecast_after_epochs), ("window", window)):
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ConfigError(f"{KEY}.{name} must be an integer >= 1, got {v!r}")
+            require_int(f"{KEY}.{name}", v, 1)
         if training_type not in ("pre-training", "fine-tuning"):
             raise ConfigError(
                 f"{KEY}.training_type must be pre-training or fine-tuning, got {training_type!r}"

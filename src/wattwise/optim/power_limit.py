@@ -72,7 +72,7 @@ from wattwise.optim.power.zeus_adapter import (
     make_selector,
     open_gpu,
 )
-from wattwise.utils.errors import ConfigError
+from wattwise.utils.errors import ConfigError, require_int
 
 log = logging.getLogger(__name__)
 
@@ -138,8 +138,7 @@ class PowerLimitTuner(EnergyMethod):
             ("blocks", blocks, 1),
             ("pl_step_W", pl_step_W, 1),
         ):
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ConfigError(f"callbacks.power.{key} must be an integer >= {low}, got {value!r}")
+            require_int(f"callbacks.power.{key}", value, low)
         self.selector = selector
         self.eta = float(eta)
         self.max_slowdown = float(max_slowdown)

@@ -53,7 +53,7 @@ import torch
 from torch import nn
 
 from wattwise.optim.base import EnergyMethod, StructureChange
-from wattwise.utils.errors import ConfigError
+from wattwise.utils.errors import ConfigError, require_int
 
 log = logging.getLogger(__name__)
 
@@ -208,8 +208,7 @@ class AutoMixedPrecision(EnergyMethod):
     ) -> None:
         super().__init__(if_not_applicable)
         _check_precision(precision)
-        if isinstance(measure_steps, bool) or not isinstance(measure_steps, int) or measure_steps < 0:
-            raise ConfigError(f"callbacks.amp.measure_steps must be an integer >= 0, got {measure_steps!r}")
+        require_int("callbacks.amp.measure_steps", measure_steps, 0)
         if isinstance(max_nonfinite_steps, bool) or not isinstance(max_nonfinite_steps, int):
             raise ConfigError(
                 f"callbacks.amp.max_nonfinite_steps must be an integer >= 0, got {max_nonfinite_steps!r}"

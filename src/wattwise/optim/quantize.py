@@ -27,7 +27,7 @@ from torch import nn
 
 from wattwise.optim.base import STATUS_ACTIVE, EnergyMethod, StructureChange, announce_structure_change
 from wattwise.utils.atomic_write import save_atomically
-from wattwise.utils.errors import ConfigError
+from wattwise.utils.errors import ConfigError, require_int
 
 log = logging.getLogger(__name__)
 
@@ -144,20 +144,13 @@ class QuantizationAwareTraining(EnergyMethod):
         if_not_applicable: str = "fail",
     ) -> None:
         super().__init__(if_not_applicable)
-        if isinstance(start_epoch, bool) or not isinstance(start_epoch, int) or start_epoch < 0:
-            raise ConfigError(f"callbacks.qat.start_epoch must be an integer >= 0, got {start_epoch!r}")
+        require_int("callbacks.qat.start_epoch", start_epoch, 0)
         if granularity not in GRANULARITIES:
             raise ConfigError(
                 f"callbacks.qat.granularity must be one of {GRANULARITIES}, got {granularity!r}"
             )
-        if isinstance(group_size, bool) or not isinstance(group_size, int) or group_size <= 0:
-            raise ConfigError(f"callbacks.qat.group_size must be an integer > 0, got {group_size!r}")
-        if compare_batches is not None and (
-            isinstance(compare_batches, bool) or not isinstance(compare_batches, int) or compare_batches <= 0
-        ):
-            raise ConfigError(
-                f"callbacks.qat.compare_batches must be an integer > 0 or null, got {compare_batches!r}"
-            )
+        require_int("callbacks.qat.group_size", group_size, 1)
+        require_int("callbacks.qat.compare_batches", compare_batches, 1, allow_none=True)
         self.start_epoch = start_epoch
         self.granularity = granularity
         self.group_size = group_size
@@ -286,17 +279,13 @@ class QuantizationAwareTraining(EnergyMethod):
         return net_from_checkpoint(pl_module.net, checkpoint, prefix)
 
     def _example(self, trainer: L.Trainer) -> torch.Tensor | None:
-        dm = getattr(trainer, "datamodule", None)
-        try:
-            loader = dm.val_dataloader() if dm is not None else None
-            x = next(iter(loader))[0] if loader is not None else None
-        except Exception as err:  # noqa: BLE001 - no example, no program; the state dict is still written
-            log.warning("qat: no int8_net.pt2 (no example batch from the val loader: %s)", err)
-            return None
-        if not isinstance(x, torch.Tensor):
-            log.warning("qat: no int8_net.pt2 (the val loader's inputs are not one tensor)")
-            return None
-        return x[:2]
+        """Real samples to trace the program with, read as the pruner reads them (global RNG untouched)."""
+        from wattwise.optim.pruning.inputs import real_inputs
+
+        x = real_inputs(getattr(trainer, "datamodule", None))
+        if x is None:  # no program then; the state dict is still written
+            log.warning("qat: no int8_net.pt2 (the datamodule yields no input batch to trace it with)")
+        return x
 
     def _export(self, int8_net: nn.Module, trainer: L.Trainer, out_dir: Path) -> dict[str, str]:
         out_dir.mkdir(parents=True, exist_ok=True)

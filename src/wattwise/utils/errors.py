@@ -10,6 +10,15 @@ class ConfigError(ValueError):
     """A setting that cannot work; the message names the key, the value and the fix."""
 
 
+def require_int(key: str, value: object, minimum: int, allow_none: bool = False) -> None:
+    """A setting that must be a whole number >= `minimum` (bools refused): ConfigError naming `key`."""
+    if allow_none and value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        also = " or null" if allow_none else ""
+        raise ConfigError(f"{key} must be an integer >= {minimum}{also}, got {value!r}")
+
+
 def exit_with_error(message: str, code: int = 2) -> NoReturn:
     print(f"wattwise: error: {message}", file=sys.stderr, flush=True)
     sys.exit(code)
