@@ -206,10 +206,7 @@ def main(argv: Sequence[str] | None = None) -> Path:
     energy_bench.quiet()
     threads = energy_bench.pin_threads(args.threads)
     seeds = args.seeds or (1 if args.quick else DEFAULT_SEEDS)
-    names = args.tasks.split(",") if args.tasks else list(TASKS)
-    unknown = [t for t in names if t not in TASKS]
-    if unknown:
-        raise SystemExit(f"distill_bench: unknown task(s) {unknown}; choose from {list(TASKS)}")
+    names = list(energy_bench.choose_tasks(args.tasks, TASKS, "distill_bench"))
     extra = [
         f"energy={args.energy}",
         *energy_bench.COMMON,

@@ -610,6 +610,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def choose_tasks(names: str | None, table: dict[str, Any], prog: str) -> dict[str, Any]:
+    """The `--tasks` comma list (None: all of `table`); an unknown name stops in one line."""
+    chosen = names.split(",") if names else list(table)
+    unknown = [t for t in chosen if t not in table]
+    if unknown:
+        raise SystemExit(f"{prog}: unknown task(s) {unknown}; choose from {list(table)}")
+    return {t: table[t] for t in chosen}
+
+
 def _fmt_s(seconds: float) -> str:
     return f"{seconds / 60:.0f} min" if seconds >= 120 else f"{seconds:.0f} s"
 
@@ -632,11 +641,7 @@ def main(argv: Sequence[str] | None = None) -> Path:
     variants = args.variants.split(",") if args.variants else default_variants()
     if args.gpu and not args.variants:
         variants = [v for v in variants if v != "power"]  # read-only towards the card
-    names = args.tasks.split(",") if args.tasks else list(table)
-    unknown = [t for t in names if t not in table]
-    if unknown:
-        raise SystemExit(f"energy_bench: unknown task(s) {unknown}; choose from {list(table)}")
-    tasks = {t: table[t] for t in names}
+    tasks = choose_tasks(args.tasks, table, "energy_bench")
     with contextlib.suppress(Exception):  # recipes built by the registry, where it is wired
         from wattwise.optim import registry
 

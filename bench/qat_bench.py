@@ -41,7 +41,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="1 seed, 2 epochs of 3 batches, tiny data")
     p.add_argument("--seeds", type=int, default=None, help=f"seeds (default {DEFAULT_SEEDS}; quick 1)")
-    p.add_argument("--tasks", default=",".join(TASKS), help=f"comma list of {list(eb.TASKS)}")
+    p.add_argument("--tasks", default=None, help=f"comma list of {list(eb.TASKS)} (default {list(TASKS)})")
     p.add_argument("--energy", default="estimate", choices=["estimate", "auto"])
     p.add_argument("--threads", type=int, default=1)
     p.add_argument(
@@ -116,7 +116,7 @@ def main(argv: Sequence[str] | None = None) -> Path:
     eb.quiet()
     threads = eb.pin_threads(args.threads)
     seeds = args.seeds or (1 if args.quick else DEFAULT_SEEDS)
-    tasks = {t: eb.TASKS[t] for t in args.tasks.split(",")}
+    tasks = eb.choose_tasks(args.tasks or ",".join(TASKS), eb.TASKS, "qat_bench")
     extra = [f"energy={args.energy}", *eb.COMMON, *(eb.QUICK if args.quick else [])]
     total = seeds * len(tasks) * len(VARIANTS)
     print(
