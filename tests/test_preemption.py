@@ -13,10 +13,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import ROOT, SMALL, compose_cfg, pinned
-from hydra.core.global_hydra import GlobalHydra
+from conftest import ROOT, SMALL, pinned, train_in_process
 
-from wattwise.train import train
 from wattwise.utils.summary import read_summary
 
 EPOCHS = ["trainer.max_epochs=3"]
@@ -55,12 +53,7 @@ def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 180) -> None:
 
 def _train_here(tmp: Path, overrides: list[str]) -> Path:
     """An in-process run with the SMALL settings (a subprocess is only needed for a real signal)."""
-    cfg = compose_cfg(tmp, overrides)
-    try:
-        train(cfg)
-    finally:
-        GlobalHydra.instance().clear()
-    return Path(cfg.paths.output_dir)
+    return train_in_process(tmp, overrides)[1]
 
 
 def _ckpt(path: Path) -> dict:

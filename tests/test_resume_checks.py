@@ -9,7 +9,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from conftest import SMALL, compose_cfg, run_cli
+from conftest import SMALL, compose_cfg, run_cli, train_in_process
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
@@ -25,12 +25,7 @@ SAVED_WITH = ["data=digits", "model=mlp"]
 def saved_run(tmp_path_factory) -> Path:
     """A finished one-epoch run, with the `.hydra/overrides.yaml` its command line would leave."""
     tmp = tmp_path_factory.mktemp("saved")
-    cfg = compose_cfg(tmp, SAVED_WITH)
-    try:
-        train(cfg)
-    finally:
-        GlobalHydra.instance().clear()
-    run_dir = Path(cfg.paths.output_dir)
+    _, run_dir = train_in_process(tmp, SAVED_WITH)
     (run_dir / ".hydra").mkdir(exist_ok=True)
     OmegaConf.save(OmegaConf.create([*SMALL, *SAVED_WITH]), run_dir / ".hydra" / "overrides.yaml")
     return run_dir
