@@ -202,7 +202,15 @@ def variant_overrides(variant: str) -> list[str]:
     if variant == "lightning":  # what a user picks instead of wattwise: Lightning's own tools, defaults
         precision = "bf16-mixed" if native_bf16() else "32-true"
         return ["optim=[]", f"trainer.precision={precision}", *LIGHTNING_ES]
-    # A method alone that does not apply here (power on a CPU) steps aside and is reported so.
+    # A method that does not apply here (power on a CPU) steps aside and is reported so.
+    parts = variant.split("+")
+    if len(parts) > 1:  # a combination of methods, e.g. data_cache+batch_size
+        unknown = [p for p in parts if p not in methods()]
+        if unknown:
+            raise SystemExit(
+                f"--variants: {variant}: {', '.join(unknown)} is not a method ({', '.join(methods())})"
+            )
+        return [f"+optim=[{','.join(parts)}]", *(f"callbacks.{p}.if_not_applicable=skip" for p in parts)]
     return (
         [f"+optim={variant}", f"callbacks.{variant}.if_not_applicable=skip"]
         if variant in methods()
@@ -324,6 +332,9 @@ def summarise(records: list[dict[str, Any]], variants: Sequence[str]) -> list[di
             row["time_s"] = stats.median_ci([r.get("time/train_s") for r in ok])
             row["epochs"] = stats.median_ci([r.get("epochs") for r in ok])
             row["energy_x"] = stats.ratio_ci(_by_seed(ok, "energy/total_J"), _by_seed(base, "energy/total_J"))
+            row["J_per_sample_x"] = stats.ratio_ci(
+                _by_seed(ok, "energy/J_per_sample"), _by_seed(base, "energy/J_per_sample")
+            )
             row["energy_vs_lightning"] = stats.ratio_ci(
                 _by_seed(ok, "energy/total_J"), _by_seed(light, "energy/total_J")
             )
@@ -386,6 +397,7 @@ COLUMNS = [  # key, header, format, scale
     ("test_acc", "test acc %", "{:.2f}", 100),
     ("acc_delta_pt", "Δacc pt", "{:+.2f}", 1),
     ("J_per_sample", "mJ/sample", "{:.3f}", 1000),
+    ("J_per_sample_x", "J/sample x", "{:.2f}", 1),
     ("time_s", "time s", "{:.1f}", 1),
     ("epochs", "epochs", "{:.0f}", 1),
     ("source", "energy source", "{}", 1),
@@ -600,7 +612,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--tasks", default=None, help=f"comma list of {list(TASKS)} (or, with --gpu, {list(GPU_TASKS)})"
     )
     p.add_argument(
-        "--variants", default=None, help="comma list (default: baseline, lightning, methods, recipes)"
+        "--variants",
+        default=None,
+        help="comma list (default: baseline, lightning, methods, recipes); a+b: methods a and b together",
     )
     p.add_argument("--energy", default="estimate", choices=["estimate", "auto"])
     p.add_argument("--threads", type=int, default=1, help="torch.set_num_threads (default 1)")

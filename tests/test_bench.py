@@ -45,6 +45,15 @@ def test_the_lightning_variant_composes_with_lightnings_early_stopping(monkeypat
     assert bench.variant_overrides("baseline")[0] == "optim=[]"
     assert bench.variant_overrides("amp") == ["+optim=amp", "callbacks.amp.if_not_applicable=skip"]
     assert bench.variant_overrides("green") == ["+optim=green"]
+    assert bench.variant_overrides("amp+prune") == [
+        "+optim=[amp,prune]",
+        "callbacks.amp.if_not_applicable=skip",
+        "callbacks.prune.if_not_applicable=skip",
+    ]
+    with pytest.raises(SystemExit, match="nope is not a method"):
+        bench.variant_overrides("amp+nope")
+    cfg = compose_run_config(["data=mnist1d", *bench.variant_overrides("amp+prune")], tmp_path / "combo")
+    assert {"amp", "prune"} <= set(cfg.callbacks)
 
 
 def test_the_order_of_variants_rotates_per_seed():
@@ -88,6 +97,7 @@ def test_summaries_are_paired_and_count_failed_and_not_reached_runs():
     g = rows["green"]
     assert g["energy_x"].value == pytest.approx(0.5) and g["energy_x"].low == pytest.approx(0.5)
     assert g["energy_vs_lightning"].value == pytest.approx(0.625)
+    assert g["J_per_sample_x"].value == pytest.approx(1.0)  # every run here saw 1 mJ/sample
     assert g["acc_delta_pt"].value == pytest.approx(-0.3)
     assert g["not_reached"] == 1 and g["ett_x"].n == 2 and math.isinf(g["ett_x"].high)
     assert rows["broken"]["failed"] == 1 and rows["broken"]["ok"] == 0
