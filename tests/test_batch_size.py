@@ -380,7 +380,8 @@ def test_training_after_the_search_equals_training_without_it_at_the_same_size_a
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
-# ---- DDP ------------------------------------------------------------------------------------------
+# ---- DDP (two processes: ~20 s of start-up on a shared CPU) -------------------------------------
+@pytest.mark.slow
 def test_ddp_ranks_pool_their_measurements_and_apply_one_choice(tmp_path):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT / "tests")])}
     code = "import sys, fake_batch_model as f; f.ddp_child(int(sys.argv[1]), 2, sys.argv[2], sys.argv[3])"
@@ -411,3 +412,12 @@ def test_ddp_ranks_pool_their_measurements_and_apply_one_choice(tmp_path):
         b = rec["batch_size"]
         assert math.isclose(rec["J_per_sample"], job_J[b])
         assert math.isclose(rec["s_per_sample"], 4 * slowest[b] / (2 * 4 * b))
+
+
+def test_the_power_tuner_runs_after_the_finder():
+    """Batch size first (at the card's current limit), then the power limit for that batch size."""
+    from wattwise.optim.power_limit import PowerLimitTuner
+    from wattwise.optim.registry import ordered
+
+    names = [m.name for m in ordered([PowerLimitTuner(), BatchSizeFinder()])]
+    assert names.index("batch_size") < names.index("power")
