@@ -14,6 +14,15 @@ ACT_QUICKLY: dict[str, list[str]] = {
     "distill": ["callbacks.distill.teacher={_target_:teachers.FlatTeacher}"],
     # tracing the int8 program takes ~10 s on the GRU; tests/test_qat.py checks the program
     "qat": ["callbacks.qat.export_program=false"],
+    # two sizes far apart (per-step overhead makes the larger clearly cheaper per sample, so a resumed
+    # run's saved choice equals an uninterrupted run's), one warm-up and one measured step each
+    "batch_size": [
+        "callbacks.batch_size.candidates=[8,64]",
+        "callbacks.batch_size.min_steps_per_epoch=2",
+        "callbacks.batch_size.warmup_steps=1",
+        "callbacks.batch_size.measure_steps=1",
+        "callbacks.batch_size.profile_dir=null",
+    ],
 }
 
 # One bad value per method and the key its one-line error must name. A method not listed is
@@ -24,4 +33,5 @@ BAD_SETTING: dict[str, tuple[str, str]] = {
     "prune": ("callbacks.prune.ratio=1.5", "callbacks.prune.ratio"),
     "power": ("callbacks.power.eta=2", "callbacks.power.eta"),
     "distill": ("callbacks.distill.temperature=0", "callbacks.distill.temperature"),
+    "batch_size": ("callbacks.batch_size.max_memory_fraction=2", "callbacks.batch_size.max_memory_fraction"),
 }

@@ -102,6 +102,7 @@ class PowerLimitTuner(EnergyMethod):
     name: ClassVar[str] = "power"
     figure_prefix: ClassVar[str] = "power/"
     summary_keys: ClassVar[tuple[str, ...]] = ("power/status",)
+    runs_after: ClassVar[tuple[str, ...]] = ("batch_size",)  # profile at the batch size it chose
     recipes: ClassVar[Mapping[str, Mapping[str, Any]]] = {"green": {}}
 
     def __init__(
