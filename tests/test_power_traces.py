@@ -220,3 +220,16 @@ def test_ddp_two_cpu_processes_profile_their_own_cards_and_follow_one_decision(t
     assert ranks[0]["limit_history_mW"] == ranks[1]["limit_history_mW"]
     assert ranks[0]["limit_history_mW"][-2:] == [together * 1000, 200_000]
     assert ranks[0]["profile"] == ranks[1]["profile"]  # the pooled profile, on every rank
+
+
+@pytest.mark.parametrize(("backend", "expected"), [("nccl", "cuda:1"), ("gloo", "cpu")])
+def test_the_pooled_figures_live_where_the_backend_reduces(monkeypatch, backend, expected):
+    """NCCL (Lightning's DDP on GPUs) reduces CUDA tensors only; gloo reduces CPU tensors."""
+    import torch
+    import torch.distributed as dist
+
+    from wattwise.optim.power.collective import collective_device
+
+    monkeypatch.setattr(dist, "get_backend", lambda group=None: backend)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 1)
+    assert str(collective_device()) == expected

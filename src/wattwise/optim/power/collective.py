@@ -23,6 +23,17 @@ def _group_ready() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
+def collective_device() -> Any:
+    """Where a collective's tensors must live: NCCL reduces CUDA tensors only (this process's
+    current card, as torch's own object collectives use), gloo and the others CPU tensors."""
+    import torch
+    import torch.distributed as dist
+
+    if dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
 def pool_samples(samples: Sequence[Sample]) -> list[Sample]:
     """The job's samples: energy summed over ranks, time the slowest rank's."""
     if not samples or not _group_ready():
@@ -30,8 +41,9 @@ def pool_samples(samples: Sequence[Sample]) -> list[Sample]:
     import torch
     import torch.distributed as dist
 
-    energy = torch.tensor([s.energy_J for s in samples], dtype=torch.float64)
-    time = torch.tensor([s.time_s for s in samples], dtype=torch.float64)
+    device = collective_device()
+    energy = torch.tensor([s.energy_J for s in samples], dtype=torch.float64, device=device)
+    time = torch.tensor([s.time_s for s in samples], dtype=torch.float64, device=device)
     dist.all_reduce(energy, op=dist.ReduceOp.SUM)
     dist.all_reduce(time, op=dist.ReduceOp.MAX)
     return [
