@@ -40,7 +40,7 @@ class SampleCounter(L.Callback):
 
 
 def ddp_child(rank: int, world_size: int, init_file: str, out_dir: str) -> None:
-    """One gloo rank: resident loaders over ids 0..n-1 with world_size ranks; rank 0 writes every rank's ids."""
+    """One gloo rank: resident loaders over ids 0..n-1 for world_size ranks; rank 0 writes all ranks' ids."""
     import torch.distributed as dist
     from torch.utils._pytree import tree_flatten
 

@@ -304,3 +304,25 @@ def test_a_fit_with_the_cache_sees_the_same_training_samples_as_without(tmp_path
     assert cached["data_cache/splits"] == "train+val+test" and cached["data_cache/device"] == "cpu"
     assert cached["data_cache/bytes"] == 1797 * (64 * 4 + 8)  # every split: float 8x8 inputs + int64 labels
     assert cached["data_cache/free_bytes"] == 1 << 30 and cached["data_cache/build_s"] >= 0
+
+
+def test_distillation_reads_the_cached_training_set_and_still_acts(tmp_path):
+    """distill reads `trainer.train_dataloader.dataset` (its teacher-logit cache hashes the samples):
+    the resident loader keeps the dataset it was read from, so both act in one run."""
+    from test_contract import RUN, _quick
+    from zoo import ZOO
+
+    summary, _ = train_in_process(
+        tmp_path,
+        [
+            *RUN,
+            *ZOO["cnn1d"],
+            "+optim=[data_cache,distill]",
+            *_quick("data_cache", "distill"),
+            "callbacks.distill.cache=true",
+            f"callbacks.distill.cache_dir={tmp_path}/logits",
+        ],
+    )
+    assert summary["status"] == "completed"
+    assert summary["data_cache/status"] == "active" and summary["distill/status"] == "active"
+    assert summary["distill/cached"] is True

@@ -1,4 +1,4 @@
-"""Data-loader settings chosen for the hardware (wattwise.data.loader_settings): each rule with pinned inputs."""
+"""Data-loader settings chosen for the hardware (wattwise.data.loader_settings): each rule, pinned inputs."""
 
 from __future__ import annotations
 

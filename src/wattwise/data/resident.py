@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 from torch.utils._pytree import TreeSpec, tree_unflatten
-from torch.utils.data import DistributedSampler
+from torch.utils.data import DistributedSampler, default_collate
 
 
 class _Length:
@@ -43,6 +43,7 @@ class ResidentLoader:
     """
 
     batch_sampler = None  # Lightning looks for one beside `.sampler`
+    collate_fn = staticmethod(default_collate)  # how `dataset`'s samples became these tensors
 
     def __init__(
         self,
@@ -55,6 +56,7 @@ class ResidentLoader:
         drop_last: bool = False,
         num_replicas: int = 1,
         rank: int = 0,
+        dataset: Any = None,
     ) -> None:
         if not leaves:
             raise ValueError("a resident loader needs at least one tensor")
@@ -64,6 +66,7 @@ class ResidentLoader:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.leaves = list(leaves)
+        self.dataset = dataset  # the dataset the tensors were read from (for callbacks that read samples)
         self.spec = spec
         self.batch_size = int(batch_size)
         self.drop_last = drop_last

@@ -222,6 +222,7 @@ class DataCache(EnergyMethod):
                 drop_last=drop_last,
                 num_replicas=trainer.world_size,
                 rank=trainer.global_rank,
+                dataset=plan.dataset,
             )
 
         setattr(dm, attr, resident_dataloader)
