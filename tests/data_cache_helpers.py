@@ -26,17 +26,23 @@ class SampleCounter(L.Callback):
     def __init__(self) -> None:
         self.samples = 0
         self.labels: dict[int, int] = {}
+        self.loader = ""
 
     def on_train_batch_start(
         self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
     ):
+        self.loader = type(trainer.train_dataloader).__name__
         y = batch[1]
         self.samples += len(y)
         for label in y.tolist():
             self.labels[label] = self.labels.get(label, 0) + 1
 
     def summary_figures(self) -> dict[str, Any]:
-        return {"test/train_samples": self.samples, "test/train_labels": dict(sorted(self.labels.items()))}
+        return {
+            "test/train_samples": self.samples,
+            "test/train_labels": dict(sorted(self.labels.items())),
+            "test/train_loader": self.loader,
+        }
 
 
 def ddp_child(rank: int, world_size: int, init_file: str, out_dir: str) -> None:

@@ -284,6 +284,7 @@ def test_with_skip_a_run_that_does_not_fit_trains_on_its_own_loaders(tmp_path, m
     assert summary["status"] == "completed"
     assert summary["data_cache/status"] == "skipped" and "does not fit" in summary["data_cache/skipped"]
     assert summary["test/train_samples"] == 3 * 64  # SMALL: 3 batches of digits' 64, from its DataLoader
+    assert summary["test/train_loader"] == "DataLoader"
     assert "data_cache/bytes" not in summary
 
 
@@ -300,6 +301,7 @@ def test_a_fit_with_the_cache_sees_the_same_training_samples_as_without(tmp_path
     assert cached["test/train_samples"] == plain["test/train_samples"] == 1797 - 270 - 270
     assert cached["test/train_labels"] == plain["test/train_labels"]
     assert cached["global_step"] == plain["global_step"]
+    assert (plain["test/train_loader"], cached["test/train_loader"]) == ("DataLoader", "ResidentLoader")
     assert cached["data_cache/status"] == "active"
     assert cached["data_cache/splits"] == "train+val+test" and cached["data_cache/device"] == "cpu"
     assert cached["data_cache/bytes"] == 1797 * (64 * 4 + 8)  # every split: float 8x8 inputs + int64 labels
