@@ -209,6 +209,9 @@ def train(cfg: DictConfig) -> Any:
                 global_step=trainer.global_step,
             )
             summary.update(_final_metrics(trainer, fit_metrics, test_metrics))
+            loader_settings = getattr(datamodule, "loader_settings", None)  # TensorDataModule's choice
+            if hasattr(loader_settings, "summary_figures"):
+                summary.update(loader_settings.summary_figures())
             summary_error = save_summary(run_dir, summary)  # a full disk: one line, the figures logged
             try:
                 _log_final(loggers, {k: v for k, v in summary.items() if "/" in k}, trainer.global_step)

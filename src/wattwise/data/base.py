@@ -7,9 +7,16 @@ two plugs into `conf/data/*.yaml` by `_target_`.
 
 from __future__ import annotations
 
+import logging
+
 import lightning as L
 import torch
 from torch.utils.data import DataLoader, TensorDataset
+
+from wattwise.data.loader_settings import AUTO, LoaderSettings, choose_loader_settings
+from wattwise.utils.threads import available_cores
+
+log = logging.getLogger(__name__)
 
 
 def split_indices(n: int, val_fraction: float, test_fraction: float, seed: int) -> tuple[torch.Tensor, ...]:
@@ -28,11 +35,14 @@ class TensorDataModule(L.LightningDataModule):
     """A datamodule over tensors held in memory, split by a seed of its own.
 
     The split seed is separate from the run's `seed` so that every run of a sweep
-    is tested on the same held-out samples.
+    is tested on the same held-out samples. The loader settings (`num_workers`, `pin_memory`,
+    `persistent_workers`, `prefetch_factor`) may each be `auto`: chosen for the device the
+    trainer trains on (wattwise.data.loader_settings), logged once with the reasons.
     """
 
     input_shape: tuple[int, int, int]
     num_classes: int
+    data_in_memory: bool = True  # samples are tensor rows, not decoded per read (see loader_settings)
 
     def __init__(
         self,
@@ -41,8 +51,10 @@ class TensorDataModule(L.LightningDataModule):
         val_fraction: float = 0.15,
         test_fraction: float = 0.15,
         split_seed: int = 1234,
-        num_workers: int = 0,
-        pin_memory: bool = False,
+        num_workers: int | str = AUTO,
+        pin_memory: bool | str = AUTO,
+        persistent_workers: bool | str = AUTO,
+        prefetch_factor: int | str | None = AUTO,
     ) -> None:
         super().__init__()
         if batch_size < 1:
@@ -54,6 +66,10 @@ class TensorDataModule(L.LightningDataModule):
         self.split_seed = split_seed
         self.num_workers = num_workers
         self.pin_memory = pin_memory
+        self.persistent_workers = persistent_workers
+        self.prefetch_factor = prefetch_factor
+        self._choose_loader_settings("cpu")  # a bad data.<key> fails here, before training
+        self.loader_settings: LoaderSettings | None = None  # what the loaders were built with
         self.splits: dict[str, TensorDataset] = {}
 
     def load_tensors(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -73,15 +89,35 @@ class TensorDataModule(L.LightningDataModule):
             "test": TensorDataset(x[test], y[test]),
         }
 
+    def _choose_loader_settings(self, accelerator: str) -> LoaderSettings:
+        return choose_loader_settings(
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.persistent_workers,
+            prefetch_factor=self.prefetch_factor,
+            data_in_memory=self.data_in_memory,
+            accelerator=accelerator,
+            cores=available_cores(),
+        )
+
+    def _current_loader_settings(self) -> LoaderSettings:
+        """Settings for the device the attached trainer trains on (the CPU when detached); logged once."""
+        trainer = self.trainer
+        accelerator = trainer.strategy.root_device.type if trainer is not None else "cpu"
+        settings = self._choose_loader_settings(accelerator)
+        if settings != self.loader_settings:
+            if self.loader_settings is None and (trainer is None or trainer.is_global_zero):
+                log.info("Data loaders: %s", settings.describe())
+            self.loader_settings = settings
+        return settings
+
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         bs = self.batch_size if split == "train" else self.eval_batch_size
         return DataLoader(
             self.splits[split],
             batch_size=bs,
             shuffle=shuffle,
-            num_workers=self.num_workers,
-            pin_memory=self.pin_memory and torch.cuda.is_available(),
-            persistent_workers=self.num_workers > 0,
+            **self._current_loader_settings().dataloader_kwargs(),
         )
 
     def train_dataloader(self) -> DataLoader:

@@ -42,6 +42,9 @@ class CIFAR10DataModule(TensorDataModule):
 
     input_shape = (3, 32, 32)
     num_classes = 10
+    # The pickles are decoded once, in setup(), into normalised tensors: a sample is a tensor row, so
+    # `num_workers: auto` keeps 0 workers (wattwise.data.loader_settings).
+    data_in_memory = True
 
     def __init__(
         self, data_dir: str = "data", download: bool = False, md5: str | None = MD5, **kwargs
