@@ -6,7 +6,8 @@
     python bench/gpu_bench.py --overhead-only  # part 3 alone, with more pairs (~1 minute)
 
 What it runs, each through wattwise's own build (the real conf/, the real callbacks):
-  1. Throughput and energy on synthetic 32x32 images held on the GPU (so the loader is never the
+  1. Throughput and energy on synthetic 32x32 images held on the GPU by `+optim=data_cache`
+     (the same cache a user gets; added to every variant, so the loader is never the
      bottleneck): strict fp32 (TF32 off for matmuls and convolutions), PyTorch defaults (TF32 for
      convolutions only), `+optim=amp`, `+optim=prune` and `+optim=green` when those options exist.
      Variants are interleaved per round (A B C, then C B A); the first epochs of each fit are
@@ -31,7 +32,6 @@ import contextlib
 import io
 import itertools
 import logging
-import math
 import statistics
 import sys
 import time
@@ -43,7 +43,10 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import lightning as L  # noqa: E402
 import torch  # noqa: E402
-from energy_bench import OUT_DIR, compose, discover_options, quiet  # noqa: E402
+from energy_bench import OUT_DIR, quiet  # noqa: E402
+
+from wattwise.optim.registry import option_names  # noqa: E402
+from wattwise.utils.compose import compose_run_config as compose  # noqa: E402
 
 NEVER_RUN = {"power": "changes the card's power limit; this benchmark is read-only towards the card"}
 
@@ -82,53 +85,6 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-class _Batches:
-    """Batches sliced from tensors already on the device; reshuffled each epoch on the device."""
-
-    def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, shuffle: bool) -> None:
-        self.x, self.y, self.batch_size, self.shuffle = x, y, batch_size, shuffle
-
-    def __len__(self) -> int:
-        return math.ceil(len(self.x) / self.batch_size)
-
-    def __iter__(self):
-        n = len(self.x)
-        order = torch.randperm(n, device=self.x.device) if self.shuffle else None
-        for i in range(0, n, self.batch_size):
-            idx = order[i : i + self.batch_size] if order is not None else slice(i, i + self.batch_size)
-            yield self.x[idx], self.y[idx]
-
-
-class Resident(L.LightningDataModule):
-    """Any wattwise TensorDataModule, its splits moved onto the device once."""
-
-    def __init__(self, inner: Any, device: torch.device) -> None:
-        super().__init__()
-        self.inner, self.device = inner, device
-        self.input_shape, self.num_classes = inner.input_shape, inner.num_classes
-        self.splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
-
-    def setup(self, stage: str | None = None) -> None:
-        if not self.splits:
-            self.inner.setup(stage)
-            self.splits = {
-                k: tuple(t.to(self.device) for t in ds.tensors) for k, ds in self.inner.splits.items()
-            }
-
-    def _loader(self, split: str, shuffle: bool) -> _Batches:
-        bs = self.inner.batch_size if split == "train" else self.inner.eval_batch_size
-        return _Batches(*self.splits[split], batch_size=bs, shuffle=shuffle)
-
-    def train_dataloader(self) -> _Batches:
-        return self._loader("train", True)
-
-    def val_dataloader(self) -> _Batches:
-        return self._loader("val", False)
-
-    def test_dataloader(self) -> _Batches:
-        return self._loader("test", False)
-
-
 class EpochClock(L.Callback):
     """Wall time of each training epoch (one device sync per epoch boundary, never per step)."""
 
@@ -147,15 +103,17 @@ class EpochClock(L.Callback):
 def fit_once(
     overrides: Sequence[str], strict: bool, device: torch.device, work: Path, steady_from: int = 1
 ) -> dict[str, Any]:
-    """Build from the real config, fit on device-resident data, test; return the figures."""
+    """Build from the real config, fit on device-resident data (`data_cache`), test; return the figures."""
     from wattwise.energy import find_energy_monitor
+    from wattwise.optim.data_cache import DataCache
     from wattwise.train import build
 
     run_dir = work / f"run{next(_RUN_IDS)}"
     cfg = compose(overrides, run_dir)
     parts = build(cfg)
-    trainer, module = parts["trainer"], parts["module"]
-    data = Resident(parts["datamodule"], device)
+    trainer, module, data = parts["trainer"], parts["module"], parts["datamodule"]
+    if not any(isinstance(cb, DataCache) for cb in trainer.callbacks):  # green already holds it
+        trainer.callbacks.append(DataCache(device="auto"))  # the product's resident data, every variant
     clock = EpochClock(device)
     trainer.callbacks.append(clock)
     set_fp32_mode(strict)
@@ -268,7 +226,7 @@ def main(argv: Sequence[str] | None = None) -> Path:  # noqa: C901 - one linear 
     print(f"gpu_bench [{mode}] on {card}", flush=True)
     started = time.perf_counter()
 
-    options = discover_options()
+    options = option_names()  # every method and recipe `optim=` accepts
     notes = [f"`{name}` not run: {why}" for name, why in NEVER_RUN.items() if name in options]
     green_extra = [f"++callbacks.{name}=null" for name in NEVER_RUN if name in options]
     variants: list[tuple[str, list[str], bool]] = [("strict fp32", ["optim=[]"], True)]

@@ -175,3 +175,24 @@ def test_gpu_mode_reads_the_idle_card_through_the_meter():
     assert bench.idle_lines([], None, "estimate") == [
         "- card idle power: not measured (estimate reads no GPU counter here)"
     ]
+
+
+def test_the_gpu_bench_fits_on_the_products_resident_data(tmp_path, monkeypatch):
+    """bench/gpu_bench.py's fit, on the CPU: it builds from the real config (trainer switches
+    included) and trains on `data_cache`'s resident batches, not a loader of its own."""
+    import torch
+
+    from wattwise.data.resident import ResidentLoader
+
+    gpu_bench = load_bench_module("gpu_bench")
+    served = []
+    iterate = ResidentLoader.__iter__
+    monkeypatch.setattr(ResidentLoader, "__iter__", lambda self: served.append(self) or iterate(self))
+    overrides = [
+        "logger=none", "trainer=cpu", "energy=estimate", "cpu_threads=1",
+        "++trainer.enable_progress_bar=false", "++trainer.enable_checkpointing=false",
+        "data=digits", "model=mlp", "trainer.max_epochs=2",
+    ]  # fmt: skip
+    out = gpu_bench.fit_once(overrides, strict=True, device=torch.device("cpu"), work=tmp_path)
+    assert out["epochs"] == 2 and 0 < out["test_acc"] <= 1 and out["J_per_sample"] > 0
+    assert served and all(loader.leaves[0].device.type == "cpu" for loader in served)

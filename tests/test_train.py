@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT, compose_cfg, run_cli
+from conftest import ROOT, compose_cfg, run_cli, train_in_process
 from hydra.core.global_hydra import GlobalHydra
 
 from wattwise.train import train
@@ -283,3 +283,20 @@ def test_experiment_recipes_train(make_cfg, tmp_path, experiment):
     assert s["status"] == "completed"
     assert s["optim"] == ["green"]  # labelled by the recipe, as +optim=green is
     assert s["prune/macs"] < s["prune/base_macs"]
+
+
+def test_switching_checkpoints_and_the_progress_bar_off_on_the_trainer_is_enough(tmp_path):
+    """Lightning refuses enable_checkpointing=False beside a ModelCheckpoint (and the same for the
+    progress bar); the always-on ones are left out instead of making the run fail."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+    from lightning.pytorch.callbacks.progress import ProgressBar
+
+    from wattwise.train import build
+
+    off = ["++trainer.enable_checkpointing=false", "++trainer.enable_progress_bar=false"]
+    trainer = build(compose_cfg(tmp_path, off))["trainer"]
+    assert not [cb for cb in trainer.callbacks if isinstance(cb, ModelCheckpoint | ProgressBar)]
+    kept = build(compose_cfg(tmp_path / "on"))["trainer"]
+    assert sum(isinstance(cb, ModelCheckpoint) for cb in kept.callbacks) == 2  # best val/acc and last
+    summary, _ = train_in_process(tmp_path / "run", off)
+    assert summary["status"] == "completed" and summary["test/acc"] > 0

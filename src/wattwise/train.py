@@ -49,6 +49,27 @@ def _quiet_known_noise() -> None:
     )
 
 
+def _without_switched_off(callbacks: dict[str, Any], trainer_cfg: Any) -> dict[str, Any]:
+    """Drop the always-on checkpoint and progress-bar callbacks the trainer config switches off.
+
+    Lightning refuses `enable_checkpointing=False` (`enable_progress_bar=False`) beside a
+    ModelCheckpoint (a progress bar) in the callbacks, so `trainer.enable_checkpointing=false`
+    would otherwise need every `callbacks.*` checkpoint nulled by hand as well.
+    """
+    from lightning.pytorch.callbacks import ModelCheckpoint
+    from lightning.pytorch.callbacks.progress import ProgressBar
+
+    off = []
+    if trainer_cfg.get("enable_checkpointing") is False:
+        off.append(ModelCheckpoint)
+    if trainer_cfg.get("enable_progress_bar") is False:
+        off.append(ProgressBar)
+    dropped = [k for k, cb in callbacks.items() if isinstance(cb, tuple(off))]
+    if dropped:
+        log.info("Left out callbacks %s: the trainer config switches them off", ", ".join(dropped))
+    return {k: cb for k, cb in callbacks.items() if k not in dropped}
+
+
 def build(cfg: DictConfig) -> dict[str, Any]:
     """Instantiate datamodule, module, callbacks (ordered by `optim.assemble`), loggers and trainer."""
     from hydra.utils import instantiate
@@ -60,7 +81,7 @@ def build(cfg: DictConfig) -> dict[str, Any]:
     datamodule = build_datamodule(cfg.data)
     module = build_module(cfg.model, datamodule)
     energy = instantiate(cfg.energy) if cfg.get("energy") is not None else None
-    callbacks = build_dict(cfg.get("callbacks"), "callbacks")
+    callbacks = _without_switched_off(build_dict(cfg.get("callbacks"), "callbacks"), cfg.trainer)
     parts = assemble(callbacks, energy, cfg.trainer, command_line_keys())
     loggers = build_dict(cfg.get("logger"), "logger")
     trainer = build_at(
