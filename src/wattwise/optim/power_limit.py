@@ -305,7 +305,7 @@ class PowerLimitTuner(EnergyMethod):
             self._fit_open = self._opened_early = True
             self._open(trainer)  # may step aside (fail: the tuner's own one line)
         if not self.active or not self._active or self._gpu is None or self._constraints_mW is None:
-            return f"the power tuner is not tuning ({self.skipped_reason or self.status})"
+            return f"the power tuner is not tuning: {self.skipped_reason or self.status}"
         if self.dry_run:
             why = "WATTWISE_POWER_DRY_RUN=1" if self.forced_dry_run else "callbacks.power.dry_run=true"
             return f"the power tuner is in a dry run ({why}): no limit may change"
