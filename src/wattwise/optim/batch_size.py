@@ -36,13 +36,19 @@ When not to use it
     (they follow CPU time and wall time, not the hardware), and so is the choice made from them.
 How it composes
     `data_cache` reads `datamodule.batch_size` when a loader is built, after this sets it. With
-    `power`: the batch size is chosen first, at the card's current limit, then the power tuner
-    profiles at the chosen size (its profile key holds the batch size); the joint search (each
-    size at each limit) is not done yet: sequential. `amp`: measures at the trainer's precision
+    `power`: by default the batch size is chosen first, at the card's current limit, then the power
+    tuner profiles at the chosen size (its profile key holds the batch size). With `joint_power:
+    true` every size is measured at every limit of the tuner's grid (the Zeus paper's joint
+    search), through the card handle and guard the tuner lends (`lend_limits`), and the best
+    (size, limit) pair per sample is trained at: the tuner adopts the limit (`adopt_limit`), does
+    not profile, and restores the original at fit end; the profile key holds the grid. Without a
+    tuner able to change limits (none, dry run, stepped aside, no permission): one line, then the
+    sequential search. `amp`: measures at the trainer's precision
     at fit start (its key holds the precision). `prune`: the net changes later; the choice stays.
     DDP: every rank measures the same candidates on its own device, energy is summed over ranks,
     time is the slowest rank's, out-of-memory on any rank excludes the size; rank 0 decides and
-    every rank applies the same size and LR.
+    every rank applies the same size and LR (joint: rank 0 decides the pair; every rank sets its own
+    card's limit through its own tuner).
 
 The parts live in `wattwise.optim.batching`: `candidates`, `measure`, `choose`, `lr_scaling`, `cache`.
 """

@@ -39,10 +39,16 @@ How it composes
     prune by `+optim=prune`). Mixed precision changes the profile key, so it composes with
     `amp`. Under DDP each rank measures its own card over the same batches; the ranks' figures
     are pooled (energy summed, time the slowest), rank 0 decides, the decision is broadcast,
-    every rank sets and restores its own card, and `zeus_cost` is given the world size.
+    every rank sets and restores its own card, and `zeus_cost` is given the world size. With
+    `+optim=batch_size` it profiles at the size the finder chose (`runs_after`); with
+    `callbacks.batch_size.joint_power: true` the finder searches size and limit together on this
+    tuner's grid through `lend_limits` (the card, via this tuner's handle and guard) and hands the
+    choice back with `adopt_limit`: this tuner then trains at it without profiling
+    (`power/source`) and still restores the original limit (`return_limits` when it chose none).
 
 The parts live in `wattwise.optim.power`: `status`, `plan`, `profiler`, `choose`, `collective`,
-`cache`, `guard` and `zeus_adapter` (the only module that imports Zeus).
+`cache`, `guard`, `joint` (what is lent to the batch-size finder) and `zeus_adapter` (the only
+module that imports Zeus).
 """
 
 from __future__ import annotations
