@@ -61,8 +61,9 @@ def _limit_now_W() -> int:
 class JointMeasure:
     """The finder's `Measure` on `MODEL` at the fake GPU's current limit; records what it measured."""
 
-    def __init__(self, steps: int = 4, oom_from: int | None = None) -> None:
+    def __init__(self, steps: int = 4, oom_from: int | None = None, model: JointModel = MODEL) -> None:
         self.steps = steps
+        self.model = model
         self.oom_from = oom_from  # sizes from here on run out of memory
         self.calls: list[tuple[int, int]] = []  # (batch size, limit W) per measurement
         self.settles: list[tuple[int, int, int]] = []  # (batch size, steps, limit W) per settle
@@ -76,7 +77,7 @@ class JointMeasure:
         self.calls.append((b, limit))
         if self.oom_from is not None and b >= self.oom_from:
             return CandidateMeasurement(b, 0, 0, None, 0.0, None, oom=True)
-        seconds, watts = MODEL.step(b, limit)
+        seconds, watts = self.model.step(b, limit)
         t = self.steps * seconds
         return CandidateMeasurement(
             batch_size=b,
@@ -86,3 +87,83 @@ class JointMeasure:
             time_s=t,
             peak_memory_bytes=None,
         )
+
+
+# ---- DDP --------------------------------------------------------------------------------------------
+DDP_MODELS = (MODEL, JointModel(a=0.005, c=4e-4, q=3e-6, P0=60.0, P1=300.0, k=32.0, alpha=0.8))
+DDP_SIZES = (16, 32, 64, 128)
+
+
+def ddp_child(rank: int, world_size: int, init_file: str, out_dir: str) -> None:
+    """One rank: its own fake card and model, the real finder and tuner hooks, gloo on the CPU."""
+    import json
+    import os
+    import types
+    from pathlib import Path
+
+    import torch
+    import torch.distributed as dist
+    from fake_batch_model import FakeDataModule, TinyModule
+    from fake_gpu_power import PowerGPU, install_power_gpu
+
+    os.environ.pop("WATTWISE_POWER_DRY_RUN", None)  # a fake card: nothing real can change
+    for name in ("ZEUSD_SOCK_PATH", "ZEUSD_HOST_PORT"):
+        os.environ.pop(name, None)
+    import wattwise.optim.power.zeus_adapter as adapter
+    from wattwise.energy import meter
+    from wattwise.energy.monitor import EnergyMonitor
+    from wattwise.optim.batch_size import BatchSizeFinder
+    from wattwise.optim.power_limit import PowerLimitTuner
+
+    adapter.ZEUSD_DEFAULT_SOCKET = Path(out_dir) / "no-zeusd.sock"
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size)
+    try:
+        gpu = PowerGPU(limit_W=275)
+        with install_power_gpu(gpu):
+            monitor = EnergyMonitor(mode="auto", gpu_index=0)
+            monitor.meter = meter.EnergyMeter(mode="auto", gpu_index=0)  # Zeus's monitor on the fake card
+            module = TinyModule()
+            opt = torch.optim.SGD(module.parameters(), lr=0.1)
+            dm = FakeDataModule(batch_size=16)
+            tuner = PowerLimitTuner(selector="time", pl_step_W=50, warmup_steps=1, profile_steps=2)
+            measure = JointMeasure(model=DDP_MODELS[rank])
+            finder = BatchSizeFinder(candidates=list(DDP_SIZES), measure=measure, joint_power=True)
+            trainer = types.SimpleNamespace(
+                callbacks=[monitor, finder, tuner],
+                datamodule=dm,
+                optimizers=[opt],
+                lr_scheduler_configs=[],
+                strategy=types.SimpleNamespace(root_device=torch.device("cpu")),
+                world_size=world_size,
+                is_global_zero=rank == 0,
+                precision="32-true",
+                num_training_batches=10,
+                val_check_batch=10,
+                accumulate_grad_batches=1,
+                global_step=0,
+                loggers=[],
+            )
+            finder.on_fit_start(trainer, module)
+            tuner.on_fit_start(trainer, module)
+            for i in range(3):
+                tuner.on_train_batch_start(trainer, module, torch.zeros(dm.batch_size, 3), i)
+                gpu.step()
+                trainer.global_step += 1
+            trained_at = list(gpu.step_limits_W)
+            tuner.on_train_end(trainer, module)
+            tuner.on_fit_end(trainer, module)
+            tuner.teardown(trainer, module, "fit")
+        result = {
+            "chosen": finder.chosen,
+            "limit_W": finder.limit_W,
+            "datamodule_batch_size": dm.batch_size,
+            "calls": measure.calls,
+            "tuner_status": tuner.status,
+            "tuner_source": tuner.source,
+            "trained_at_W": trained_at,
+            "limit_history_mW": gpu.limit_history,
+            "final_limit_mW": gpu.limit_mW,
+        }
+        (Path(out_dir) / f"rank{rank}.json").write_text(json.dumps(result))
+    finally:
+        dist.destroy_process_group()

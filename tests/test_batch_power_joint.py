@@ -246,3 +246,47 @@ def test_a_finder_that_chooses_nothing_hands_the_card_back_and_the_tuner_profile
 def test_joint_power_must_be_a_bool():
     with pytest.raises(ConfigError, match=r"^callbacks\.batch_size\.joint_power must be true or false"):
         BatchSizeFinder(joint_power="yes")
+
+
+# ---- DDP --------------------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_ddp_two_ranks_pool_their_cards_rank_zero_decides_the_pair_and_each_sets_its_own(tmp_path):
+    """Two gloo ranks, each with its own fake card and a different job: the pair is chosen on the
+    pooled figures (not what either rank alone would choose), and each card trains at it and ends
+    at its own original limit."""
+    import os
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+    from fake_joint_model import DDP_MODELS, DDP_SIZES
+
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT / "tests")])}
+    init = tmp_path / "gloo-init"
+    code = "import sys, fake_joint_model as f; f.ddp_child(int(sys.argv[1]), 2, sys.argv[2], sys.argv[3])"
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code, str(rank), str(init), str(tmp_path)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        for rank in range(2)
+    ]
+    outs = [p.communicate(timeout=240)[0].decode() for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs[0][-2000:] + outs[1][-2000:]
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+
+    # the finder's default selector (energy) on the pooled figures: energy summed over the ranks
+    pairs = [(b, w) for b in DDP_SIZES for w in LIMITS]
+    job_J = {p: sum(m.J_per_sample(*p) for m in DDP_MODELS) for p in pairs}
+    together = min(pairs, key=lambda p: (job_J[p], -p[1], p[0]))
+    alone = [min(pairs, key=lambda p, m=m: (m.J_per_sample(*p), -p[1], p[0])) for m in DDP_MODELS]
+    assert together not in alone  # the decision used both ranks' cards
+    for r in ranks:
+        assert (r["chosen"], r["limit_W"]) == together and r["datamodule_batch_size"] == together[0]
+        assert r["calls"] == [[b, w] for w in LIMITS for b in DDP_SIZES]  # its own card at each limit
+        assert r["tuner_status"] == "tuned" and r["tuner_source"] == "batch_size joint search"
+        assert r["trained_at_W"] == [together[1]] * 3
+        assert r["final_limit_mW"] == ORIGINAL_mW
+    assert ranks[0]["limit_history_mW"] == ranks[1]["limit_history_mW"]  # the same changes, in step
