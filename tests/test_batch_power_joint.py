@@ -167,6 +167,20 @@ def test_a_cached_joint_profile_skips_all_measuring(make_cfg, tmp_path):
     assert seq["batch_size/profile"] == "measured" and seq["batch_size/joint"] is False
 
 
+def test_a_resumed_run_trains_at_the_saved_pair_without_measuring(make_cfg, tmp_path):
+    first = fit(make_cfg, PowerGPU(limit_W=ORIGINAL_W), *WITH_POWER)
+    want = optimum("energy", LIMITS)
+    assert (first["batch_size/chosen"], first["batch_size/limit_W"]) == want
+    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    gpu = PowerGPU(limit_W=ORIGINAL_W)
+    resumed = fit(make_cfg, gpu, *WITH_POWER, "trainer.max_epochs=2", f"ckpt_path={last}")
+    assert BUILT[-1].calls == [] and BUILT[-1].settles == []
+    assert (resumed["batch_size/chosen"], resumed["batch_size/limit_W"]) == want
+    assert resumed["power/limit_W"] == want[1] and resumed["power/source"] == "batch_size joint search"
+    assert "power/profile" not in resumed and gpu.limit_W == ORIGINAL_W
+    assert gpu.step_limits_W and set(gpu.step_limits_W) == {want[1]}
+
+
 # ---- falling back to the sequential search ----------------------------------------------------------
 def _assert_sequential(s: dict, gpu: PowerGPU, caplog, why: str) -> None:
     """The finder chose at the card's current limit, said why in one line, and set no limit."""
