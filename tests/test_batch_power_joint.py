@@ -24,6 +24,7 @@ from test_power_limit import (  # noqa: F401 - the autouse fixtures apply here t
 
 from wattwise.optim.batch_size import BatchSizeFinder
 from wattwise.optim.power.plan import limits_W
+from wattwise.optim.power_limit import PowerLimitTuner
 from wattwise.train import train
 from wattwise.utils.errors import ConfigError
 
@@ -131,6 +132,9 @@ def test_each_selector_trains_at_the_models_joint_optimum_and_the_card_ends_at_i
     assert s["power/status"] == "tuned" and s["power/source"] == "batch_size joint search"
     assert s["power/limit_W"] == want_W and s["power/original_limit_W"] == ORIGINAL_W
     assert "power/profile" not in s and s["power/restored"] is True
+    assert PowerLimitTuner.report_rows(s) == [
+        ("power limit (power)", f"tuned, {want_W} W (by the batch_size joint search)")
+    ]
     assert gpu.step_limits_W == [want_W] * TRAIN_BATCHES  # every training batch ran at the chosen limit
     changes = [mw // 1000 for mw in gpu.limit_history]
     assert changes == LIMITS + ([want_W] if want_W != LIMITS[-1] else []) + [ORIGINAL_W]

@@ -736,7 +736,9 @@ class PowerLimitTuner(EnergyMethod):
         if rows or summary.get("power/status") is None:
             return rows
         limit = summary.get("power/limit_W")
-        return [("power limit (power)", f"{summary['power/status']}" + (f", {limit:g} W" if limit else ""))]
+        source = f" (by the {summary['power/source']})" if summary.get("power/source") else ""
+        text = f"{summary['power/status']}" + (f", {limit:g} W" if limit else "") + source
+        return [("power limit (power)", text)]
 
 
 def sample_record(sample: Sample) -> dict[str, float]:
