@@ -36,13 +36,19 @@ When not to use it
     (they follow CPU time and wall time, not the hardware), and so is the choice made from them.
 How it composes
     `data_cache` reads `datamodule.batch_size` when a loader is built, after this sets it. With
-    `power`: the batch size is chosen first, at the card's current limit, then the power tuner
-    profiles at the chosen size (its profile key holds the batch size); the joint search (each
-    size at each limit) is not done yet: sequential. `amp`: measures at the trainer's precision
+    `power`: by default the batch size is chosen first, at the card's current limit, then the power
+    tuner profiles at the chosen size (its profile key holds the batch size). With `joint_power:
+    true` every size is measured at every limit of the tuner's grid (the Zeus paper's joint
+    search), through the card handle and guard the tuner lends (`lend_limits`), and the best
+    (size, limit) pair per sample is trained at: the tuner adopts the limit (`adopt_limit`), does
+    not profile, and restores the original at fit end; the profile key holds the grid. Without a
+    tuner able to change limits (none, dry run, stepped aside, no permission): one line, then the
+    sequential search. `amp`: measures at the trainer's precision
     at fit start (its key holds the precision). `prune`: the net changes later; the choice stays.
     DDP: every rank measures the same candidates on its own device, energy is summed over ranks,
     time is the slowest rank's, out-of-memory on any rank excludes the size; rank 0 decides and
-    every rank applies the same size and LR.
+    every rank applies the same size and LR (joint: rank 0 decides the pair; every rank sets its own
+    card's limit through its own tuner).
 
 The parts live in `wattwise.optim.batching`: `candidates`, `measure`, `choose`, `lr_scaling`, `cache`.
 """
@@ -53,6 +59,7 @@ import logging
 import platform
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -63,22 +70,26 @@ from wattwise.energy.monitor import find_energy_monitor
 from wattwise.optim.base import STATUS_ACTIVE, EnergyMethod
 from wattwise.optim.batching import cache
 from wattwise.optim.batching.candidates import plan_candidates
-from wattwise.optim.batching.choose import Choice, choose, infeasible_reason
+from wattwise.optim.batching.choose import Choice, PairChoice, choose, choose_pair, infeasible_reason
 from wattwise.optim.batching.lr_scaling import LR_RULES, scale_learning_rates
 from wattwise.optim.batching.measure import (
     KEY_PREFIX,
     CandidateMeasurement,
     Measure,
     StepMeasurer,
+    any_rank,
     pool,
     restore,
     search,
+    search_joint,
     snapshot,
 )
 from wattwise.optim.power.cache import net_signature
 from wattwise.optim.power.choose import Rule
 from wattwise.optim.power.collective import decide_on_rank_zero
-from wattwise.optim.power.zeus_adapter import SELECTORS, MeasurementRejected
+from wattwise.optim.power.joint import JOINT_SOURCE, LimitAccess
+from wattwise.optim.power.zeus_adapter import SELECTORS, GpuError, MeasurementRejected
+from wattwise.optim.power_limit import PowerLimitTuner
 from wattwise.utils.errors import ConfigError, require_int
 
 log = logging.getLogger(__name__)
@@ -101,6 +112,8 @@ class BatchSizeFinder(EnergyMethod):
         max_memory_fraction: the share of device memory a candidate's peak may use, in (0, 1].
         lr_scaling: `auto`, `linear`, `sqrt` or `none`.
         profile_dir: where profiles are cached (null: no cache).
+        joint_power: search batch size and GPU power limit together, on the power tuner's grid
+            (needs `+optim=power` able to change limits; else one line and the sequential search).
         measure: a `Measure` replacing the real steps (tests pass a power/time model).
         if_not_applicable: `fail` or `skip`; see `wattwise.optim.base`.
     """
@@ -124,6 +137,7 @@ class BatchSizeFinder(EnergyMethod):
         max_memory_fraction: float = 0.9,
         lr_scaling: str = "auto",
         profile_dir: str | None = None,
+        joint_power: bool = False,
         measure: Measure | None = None,
         if_not_applicable: str = "fail",
     ) -> None:
@@ -153,6 +167,8 @@ class BatchSizeFinder(EnergyMethod):
             or not 0.0 < max_memory_fraction <= 1.0
         ):
             raise ConfigError(f"{KEY}.max_memory_fraction must be in (0, 1], got {max_memory_fraction!r}")
+        if not isinstance(joint_power, bool):
+            raise ConfigError(f"{KEY}.joint_power must be true or false, got {joint_power!r}")
         if lr_scaling not in LR_RULES:
             raise ConfigError(f"{KEY}.lr_scaling must be one of {', '.join(LR_RULES)}, got {lr_scaling!r}")
         self.selector = selector
@@ -166,6 +182,7 @@ class BatchSizeFinder(EnergyMethod):
         self.max_memory_fraction = float(max_memory_fraction)
         self.lr_scaling = lr_scaling
         self.profile_dir = Path(profile_dir) if profile_dir else None
+        self.joint_power = joint_power
         self.measure = measure
         self._saved: dict[str, Any] | None = None  # from a checkpoint: re-apply, do not search
         self._reset()
@@ -206,6 +223,9 @@ class BatchSizeFinder(EnergyMethod):
         self.memory_limit_bytes: int | None = None
         self.energy_source: str | None = None
         self.dropped: dict[str, str] = {}  # sizes not tried (the epoch would be too short), why
+        self.joint = False  # chosen with the power limit (the joint search)
+        self.limit_W: int | None = None  # the power limit chosen with the size (joint search)
+        self.joint_fallback: str | None = None  # joint_power asked for, but why it could not be done
 
     def state_dict(self) -> dict[str, Any]:
         """The choice and what it was made from: a resumed run re-applies it without measuring."""
@@ -225,6 +245,8 @@ class BatchSizeFinder(EnergyMethod):
             "memory_limit_bytes": self.memory_limit_bytes,
             "energy_source": self.energy_source,
             "not_tried": dict(self.dropped),
+            "joint": self.joint,
+            "limit_W": self.limit_W,
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -273,36 +295,28 @@ class BatchSizeFinder(EnergyMethod):
             )
             return
         device = trainer.strategy.root_device
-        key = cache.profile_key(
-            device=_device_name(device),
-            net=net_signature(pl_module),
-            input_shape=_input_shape(loader),
-            precision=str(trainer.precision),
-            world_size=trainer.world_size,
-            candidates=list(plan.sizes),
-            warmup_steps=self.warmup_steps,
-            measure_steps=self.measure_steps,
-            optimizers=[type(o).__name__ for o in trainer.optimizers],
-            meter_source=str(self.energy_source),
+        tuner, access = self._borrow_limits(trainer, device) if self.joint_power else (None, None)
+        measurements, key = self._measure_or_load(
+            trainer, pl_module, meter, plan.sizes, device, loader, tuner, access
         )
+        if measurements is None:  # the card refused a change mid-search: sequential, at the current limit
+            access = None
+            measurements, key = self._measure_or_load(trainer, pl_module, meter, plan.sizes, device, loader)
+        assert measurements is not None
         del loader
-        self.profile_file = cache.profile_path(self.profile_dir, key)
-        # rank 0's cache for every rank: all search, or none does
-        cached = decide_on_rank_zero(lambda: cache.load_cached(self.profile_file, key))
-        if cached is not None:
-            measurements, self.profile = cached, "cached"
-            if trainer.is_global_zero:
-                log.info("batch_size: cached profile %s", self.profile_file)
-        else:
-            measurements = self._search(trainer, pl_module, meter, plan.sizes, device)
-            self.profile = "measured"
+        if self.profile == "measured":
             datamodule.batch_size = configured
         self.memory_limit_bytes = _memory_limit(device, self.max_memory_fraction)
         rule = Rule(self.selector, self.eta, self.max_slowdown, trainer.world_size)
-        max_power = _card_max_power_W(meter, trainer.world_size) if self.selector == "zeus_cost" else None
+        if access is not None:
+            max_power = float(access.max_limit_W * trainer.world_size)
+        else:
+            max_power = _card_max_power_W(meter, trainer.world_size) if self.selector == "zeus_cost" else None
 
-        def decide() -> Choice | str:
+        def decide() -> Choice | PairChoice | str:
             try:
+                if access is not None:
+                    return choose_pair(measurements, rule, configured, self.memory_limit_bytes, max_power)
                 return choose(measurements, rule, configured, self.memory_limit_bytes, max_power)
             except (ValueError, MeasurementRejected) as err:
                 return str(err)
@@ -310,12 +324,90 @@ class BatchSizeFinder(EnergyMethod):
         choice = decide_on_rank_zero(decide)
         self.records = [self._record(m, choice) for m in measurements]
         if isinstance(choice, str):
+            if tuner is not None and access is not None:
+                tuner.return_limits(trainer, "the joint search chose nothing")
             self.step_aside(f"no batch size to choose: {choice}", trainer)
             return
         if self.profile == "measured" and trainer.is_global_zero:
             cache.save_profile(self.profile_file, key, measurements)
+        if isinstance(choice, PairChoice):
+            self.joint, self.limit_W = True, choice.limit_W
         self._apply(trainer, datamodule, choice.batch_size, configured)
+        if isinstance(choice, PairChoice) and tuner is not None:
+            tuner.adopt_limit(
+                trainer, choice.limit_W, JOINT_SOURCE, self._selector_text(), cached=self.profile == "cached"
+            )
         self.status = STATUS_ACTIVE
+
+    def _measure_or_load(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        meter: Any,
+        sizes: Sequence[int],
+        device: torch.device,
+        loader: Any,
+        tuner: PowerLimitTuner | None = None,
+        access: LimitAccess | None = None,
+    ) -> tuple[list[CandidateMeasurement] | None, dict[str, Any]]:
+        """The profile: cached (rank 0's file for every rank) or measured; None where the card refused."""
+        key = cache.profile_key(
+            device=_device_name(device),
+            net=net_signature(pl_module),
+            input_shape=_input_shape(loader),
+            precision=str(trainer.precision),
+            world_size=trainer.world_size,
+            candidates=list(sizes),
+            warmup_steps=self.warmup_steps,
+            measure_steps=self.measure_steps,
+            optimizers=[type(o).__name__ for o in trainer.optimizers],
+            meter_source=str(self.energy_source),
+            limits_W=list(access.limits_W) if access is not None else None,
+        )
+        self.profile_file = cache.profile_path(self.profile_dir, key)
+        # rank 0's cache for every rank: all search, or none does
+        cached = decide_on_rank_zero(lambda: cache.load_cached(self.profile_file, key))
+        if cached is not None:
+            self.profile = "cached"
+            if trainer.is_global_zero:
+                log.info("batch_size: cached %sprofile %s", "joint " if access else "", self.profile_file)
+            return cached, key
+        self.profile = "measured"
+        try:
+            return self._search(trainer, pl_module, meter, sizes, device, access), key
+        except GpuError as err:
+            if tuner is None or access is None:
+                raise
+            tuner.return_limits(trainer, "the card refused a change during the joint search")
+            self.joint_fallback = f"the card refused a power-limit change during the joint search ({err})"
+            if trainer.is_global_zero:
+                log.warning(
+                    "batch_size: joint_power: %s; searching at the current limit.", self.joint_fallback
+                )
+            return None, key
+
+    def _borrow_limits(
+        self, trainer: L.Trainer, device: torch.device
+    ) -> tuple[PowerLimitTuner | None, LimitAccess | None]:
+        """The power tuner's grid and card for the joint search, on every rank or none (one line if not)."""
+        tuners = [cb for cb in getattr(trainer, "callbacks", []) if isinstance(cb, PowerLimitTuner)]
+        tuner = tuners[0] if tuners else None
+        lent = tuner.lend_limits(trainer) if tuner is not None else "there is no power tuner (+optim=power)"
+        why = lent if isinstance(lent, str) else None
+        if any_rank(why is not None, device):
+            if tuner is not None and not isinstance(lent, str):
+                tuner.return_limits(trainer, "another rank cannot join the joint search")
+            self.joint_fallback = why or "another rank cannot change its power limit"
+            if trainer.is_global_zero:
+                log.warning(
+                    "batch_size: joint_power is on, but %s: searching batch sizes at the current limit "
+                    "(sequential: a power tuner profiles limits at the chosen size).",
+                    self.joint_fallback,
+                )
+            return None, None
+        assert tuner is not None and not isinstance(lent, str)
+        limits = decide_on_rank_zero(lambda: lent.limits_W)  # rank 0's grid: all ranks change together
+        return tuner, replace(lent, limits_W=tuple(limits))
 
     # ---- the steps ------------------------------------------------------------------------------
     def _search(
@@ -325,8 +417,9 @@ class BatchSizeFinder(EnergyMethod):
         meter: Any,
         sizes: Sequence[int],
         device: torch.device,
+        access: LimitAccess | None = None,
     ) -> list[CandidateMeasurement]:
-        """Measure every candidate, then put the net, optimizers and RNG back as they were."""
+        """Measure every candidate (at every lent limit), then put the net, optimizers and RNG back."""
         measure = self.measure or StepMeasurer(
             trainer, pl_module, meter, self.warmup_steps, self.measure_steps
         )
@@ -336,7 +429,12 @@ class BatchSizeFinder(EnergyMethod):
             meter.begin(window)
         state = snapshot(trainer, pl_module)
         try:
-            local = search(sizes, measure, device)
+            if access is not None:
+                local = search_joint(
+                    sizes, access.limits_W, access.set_limit, access.warmup_steps, measure, device
+                )
+            else:
+                local = search(sizes, measure, device)
         finally:
             restore(state, trainer, pl_module)
             reading = meter.end(window) if meter is not None else None
@@ -363,7 +461,9 @@ class BatchSizeFinder(EnergyMethod):
         self.lr_before, self.lr_after, self.lr_rule = scaling.lr_before, scaling.lr_after, scaling.rule
         if trainer.is_global_zero:
             table = "; ".join(
-                f"{r['batch_size']}: "
+                f"{r['batch_size']}"
+                + (f" at {r['limit_W']} W" if "limit_W" in r else "")
+                + ": "
                 + (
                     f"{r['J_per_sample']:.4g} J, {r['s_per_sample']:.3g} s per sample"
                     if r["infeasible"] is None
@@ -380,9 +480,10 @@ class BatchSizeFinder(EnergyMethod):
             if self.dropped:
                 memory += f"; not tried: {', '.join(self.dropped)} ({next(iter(self.dropped.values()))})"
             log.info(
-                "batch_size: training at batch size %d (configured %d), chosen by %s%s from the %s profile: "
-                "%s%s; learning rate %.4g -> %.4g (%s)%s",
+                "batch_size: training at batch size %d%s (configured %d), chosen by %s%s from the %s "
+                "profile: %s%s; learning rate %.4g -> %.4g (%s)%s",
                 chosen,
+                f" and power limit {self.limit_W} W (joint search)" if self.joint else "",
                 configured,
                 self._selector_text(),
                 estimate,
@@ -412,9 +513,18 @@ class BatchSizeFinder(EnergyMethod):
             setattr(self, field, saved.get(field))
         self.records = [dict(r) for r in saved.get("candidates") or []]
         self.dropped = dict(saved.get("not_tried") or {})
+        self.joint, self.limit_W = bool(saved.get("joint")), saved.get("limit_W")
         self.profile_file = Path(saved["profile_file"]) if saved.get("profile_file") else None
         datamodule.batch_size = self.chosen
         _forget_train_loader(trainer)
+        if self.joint and self.limit_W is not None and self.joint_power:  # the saved limit again
+            tuner, access = self._borrow_limits(trainer, trainer.strategy.root_device)
+            if tuner is not None and access is not None:
+                tuner.adopt_limit(
+                    trainer, int(self.limit_W), JOINT_SOURCE, self._selector_text(), cached=True
+                )
+            else:
+                self.joint, self.limit_W = False, None
         self.status = STATUS_ACTIVE
         if trainer.is_global_zero:
             log.info(
@@ -424,12 +534,16 @@ class BatchSizeFinder(EnergyMethod):
                 self.lr_after or float("nan"),
             )
 
-    def _record(self, m: CandidateMeasurement, choice: Choice | str) -> dict[str, Any]:
+    def _record(self, m: CandidateMeasurement, choice: Choice | PairChoice | str) -> dict[str, Any]:
         r = m.as_record()
         out = {k: r[k] for k in ("batch_size", "J_per_sample", "s_per_sample", "peak_memory_bytes", "oom")}
+        if m.limit_W is not None:
+            out["limit_W"] = m.limit_W
         out["infeasible"] = infeasible_reason(m, self.memory_limit_bytes)
         if isinstance(choice, Choice):
             out["cost"] = choice.costs.get(m.batch_size)
+        elif isinstance(choice, PairChoice) and m.limit_W is not None:
+            out["cost"] = choice.costs.get((m.batch_size, m.limit_W))
         return out
 
     def _selector_text(self) -> str:
@@ -458,6 +572,9 @@ class BatchSizeFinder(EnergyMethod):
             "batch_size/memory_limit_bytes": self.memory_limit_bytes,
             "batch_size/energy_source": self.energy_source,
             "batch_size/not_tried": dict(self.dropped),
+            "batch_size/joint": self.joint,
+            "batch_size/limit_W": self.limit_W,
+            **({"batch_size/joint_fallback": self.joint_fallback} if self.joint_fallback else {}),
         }
 
     @classmethod
@@ -471,8 +588,10 @@ class BatchSizeFinder(EnergyMethod):
             if before and after
             else ""
         )
+        limit = summary.get("batch_size/limit_W")
         text = (
-            f"{summary['batch_size/chosen']} (configured {summary.get('batch_size/configured')}; "
+            f"{summary['batch_size/chosen']}{f' at {limit} W' if limit else ''} "
+            f"(configured {summary.get('batch_size/configured')}; "
             f"{summary.get('batch_size/selector')}, {summary.get('batch_size/profile')} profile{lr})"
         )
         rows.append(("batch size (batch_size)", text))

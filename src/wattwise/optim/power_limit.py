@@ -39,10 +39,16 @@ How it composes
     prune by `+optim=prune`). Mixed precision changes the profile key, so it composes with
     `amp`. Under DDP each rank measures its own card over the same batches; the ranks' figures
     are pooled (energy summed, time the slowest), rank 0 decides, the decision is broadcast,
-    every rank sets and restores its own card, and `zeus_cost` is given the world size.
+    every rank sets and restores its own card, and `zeus_cost` is given the world size. With
+    `+optim=batch_size` it profiles at the size the finder chose (`runs_after`); with
+    `callbacks.batch_size.joint_power: true` the finder searches size and limit together on this
+    tuner's grid through `lend_limits` (the card, via this tuner's handle and guard) and hands the
+    choice back with `adopt_limit`: this tuner then trains at it without profiling
+    (`power/source`) and still restores the original limit (`return_limits` when it chose none).
 
 The parts live in `wattwise.optim.power`: `status`, `plan`, `profiler`, `choose`, `collective`,
-`cache`, `guard` and `zeus_adapter` (the only module that imports Zeus).
+`cache`, `guard`, `joint` (what is lent to the batch-size finder) and `zeus_adapter` (the only
+module that imports Zeus).
 """
 
 from __future__ import annotations
@@ -62,6 +68,7 @@ from wattwise.optim.power import cache, choose, collective, plan
 from wattwise.optim.power import status as st
 from wattwise.optim.power.cache import net_signature
 from wattwise.optim.power.guard import LimitGuard
+from wattwise.optim.power.joint import JOINT_SOURCE, LimitAccess
 from wattwise.optim.power.profiler import Decision, Profiler, Sample, block_size
 from wattwise.optim.power.zeus_adapter import (
     SELECTORS,
@@ -156,6 +163,8 @@ class PowerLimitTuner(EnergyMethod):
         self.forced_dry_run = os.environ.get("WATTWISE_POWER_DRY_RUN") == "1" and not dry_run
         self.dry_run = bool(dry_run) or self.forced_dry_run
         self._guard = LimitGuard(on_signal=self._on_signal)
+        self._opened_early = False  # lend_limits opened the card before this fit's on_fit_start
+        self._fit_open = False  # the card was opened for the fit under way (until teardown)
         self._reset()
 
     def requirements(self) -> frozenset[str]:
@@ -195,6 +204,9 @@ class PowerLimitTuner(EnergyMethod):
         self._seconds_at: dict[int, float] = {}
         self._limit_now_W: int | None = None
         self._since = 0.0
+        self.source: str | None = None  # who chose the limit when not this tuner (the joint search)
+        self._adopted_selector: str | None = None
+        self._lent = False  # the batch-size finder holds a LimitAccess
 
     @property
     def restored(self) -> bool | None:
@@ -203,7 +215,15 @@ class PowerLimitTuner(EnergyMethod):
 
     # ---- Lightning hooks ------------------------------------------------------------------
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._opened_early:  # the batch-size finder borrowed the card this fit: it is open already
+            self._opened_early = False
+            return
         self._reset()
+        self._fit_open = True
+        self._open(trainer)
+
+    def _open(self, trainer: L.Trainer) -> None:
+        """Find the Zeus monitor and the card, read its limits (steps aside where it cannot)."""
         monitor = find_energy_monitor(trainer)
         zeus_monitor = getattr(getattr(monitor, "meter", None), "zeus_monitor", None)
         if zeus_monitor is None:
@@ -246,7 +266,7 @@ class PowerLimitTuner(EnergyMethod):
         self, trainer: L.Trainer, pl_module: L.LightningModule, change: StructureChange
     ) -> None:
         """The net changed shape (pruned): its profile no longer applies; profile it at the next batch."""
-        started = self._profiler is not None or self.status == st.CACHED
+        started = self._profiler is not None or self.status == st.CACHED or self.source is not None
         if not self.reprofile_on_change or not started or self._guard.stopped:
             return
         self._reprofile_pending = True
@@ -269,11 +289,97 @@ class PowerLimitTuner(EnergyMethod):
         self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
     ) -> None:
         self._finish_fit(f"{type(exception).__name__}")
+        self._opened_early = self._fit_open = False
 
     def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if stage == "fit":
             self._finish_fit("teardown")
             self._guard.remove()
+            self._opened_early = self._fit_open = False
+
+    # ---- the joint search with the batch-size finder ------------------------------------------
+    def lend_limits(self, trainer: L.Trainer) -> LimitAccess | str:
+        """The grid and the card for the finder's joint search, or why not (it then searches alone).
+
+        Called from the finder's on_fit_start, usually before this tuner's: the card is opened here
+        (once: on_fit_start then does not open it again). Refused when the tuner stepped aside, in a
+        dry run, or without permission: a first change is tried (nothing stays changed when refused;
+        the tuner then warns once, as it would have at its first change, and trains at the original).
+        """
+        if not self._fit_open:  # this fit's on_fit_start has not run yet
+            self._reset()
+            self._fit_open = self._opened_early = True
+            self._open(trainer)  # may step aside (fail: the tuner's own one line)
+        if not self.active or not self._active or self._gpu is None or self._constraints_mW is None:
+            return f"the power tuner is not tuning: {self.skipped_reason or self.status}"
+        if self.dry_run:
+            why = "WATTWISE_POWER_DRY_RUN=1" if self.forced_dry_run else "callbacks.power.dry_run=true"
+            return f"the power tuner is in a dry run ({why}): no limit may change"
+        self._limits = plan.limits_W(self._constraints_mW, self.pl_step_W)
+        assert self.original_limit_W is not None
+        probe = next((w for w in self._limits if w != self.original_limit_W), self.original_limit_W)
+        self._guard.install()
+        self._guard.remember_persistence()
+        self._guard.touched = True
+        try:
+            self._set_limit(trainer, probe, f"{JOINT_SOURCE}: first limit")
+        except GpuError as err:
+            self._give_up(trainer, st.NO_PERMISSION if isinstance(err, NoPermission) else st.ERROR, err)
+            return f"the power tuner cannot change the limit ({self.status}: {err})"
+        self._lent, self._active = True, False  # the finder measures the limits, not this tuner
+        return LimitAccess(
+            limits_W=tuple(self._limits),
+            warmup_steps=self.warmup_steps,
+            max_limit_W=self._constraints_mW[1] // 1000,
+            original_limit_W=self.original_limit_W,
+            set_limit=lambda watts: self._set_limit(trainer, watts, JOINT_SOURCE),
+        )
+
+    def adopt_limit(
+        self,
+        trainer: L.Trainer,
+        limit_W: int,
+        source: str = JOINT_SOURCE,
+        selector: str = "",
+        cached: bool = False,
+    ) -> None:
+        """Train at `limit_W`, chosen by `source` (the finder's joint search): no profiling of its own.
+
+        The figures say so (`power/source`); the guard still restores the original limit at fit end.
+        """
+        if not self._lent:
+            raise RuntimeError("adopt_limit needs lend_limits first")
+        self._set_limit(trainer, int(limit_W), source)
+        self._lent = False
+        self.chosen_limit_W = int(limit_W)
+        self.source = source
+        self._adopted_selector = selector or None
+        self.status = st.CACHED if cached else st.TUNED
+        if trainer.is_global_zero:
+            log.info(
+                "Power limit %d W chosen by the %s%s (original %d W, restored at fit end); not profiled "
+                "here.",
+                limit_W,
+                source,
+                f" ({selector})" if selector else "",
+                self.original_limit_W,
+            )
+
+    def return_limits(self, trainer: L.Trainer, why: str) -> None:
+        """The finder chose no limit: the original back, and this tuner profiles on its own as usual."""
+        if not self._lent:
+            return
+        self._lent = False
+        self._guard.restore(why)
+        self._guard.remove()
+        self._note_current(self.original_limit_W)
+        gpu, original_mW = self._guard.gpu, self._guard.original_mW
+        self._guard.reset()
+        if gpu is not None and original_mW is not None:
+            self._guard.remember(gpu, original_mW)
+        self._persistence_on = False
+        self._limits = []
+        self._active = True
 
     # ---- starting ---------------------------------------------------------------------------
     def _step_aside(self, trainer: L.Trainer, code: str, **details: Any) -> None:
@@ -407,6 +513,7 @@ class PowerLimitTuner(EnergyMethod):
         self._reprofile_pending = False
         self.reprofiles += 1
         self.chosen_limit_W = None
+        self.source = self._adopted_selector = None
         self.profile = {}
         self.confirmed_W = []
         self.status = st.PROFILING
@@ -595,8 +702,10 @@ class PowerLimitTuner(EnergyMethod):
             return out
         out["power/limit_W"] = self._trained_at_W()
         out["power/original_limit_W"] = self.original_limit_W
-        out["power/selector"] = self._selector_text()
+        out["power/selector"] = self._adopted_selector or self._selector_text()
         out["power/access"] = self.access
+        if self.source is not None:
+            out["power/source"] = self.source
         if self.restored is not None:
             out["power/restored"] = self.restored
         if self._limits:
@@ -627,7 +736,9 @@ class PowerLimitTuner(EnergyMethod):
         if rows or summary.get("power/status") is None:
             return rows
         limit = summary.get("power/limit_W")
-        return [("power limit (power)", f"{summary['power/status']}" + (f", {limit:g} W" if limit else ""))]
+        source = f" (by the {summary['power/source']})" if summary.get("power/source") else ""
+        text = f"{summary['power/status']}" + (f", {limit:g} W" if limit else "") + source
+        return [("power limit (power)", text)]
 
 
 def sample_record(sample: Sample) -> dict[str, float]:

@@ -1,6 +1,7 @@
 """The batch-size profile cache: one JSON file per device, net, input shape, precision, world size,
-candidate list, step counts, optimizer and meter source; a repeat run with the same key measures
-nothing. Written atomically (utils.atomic_write); an unreadable file warns and is measured again.
+candidate list, step counts, optimizer, meter source and (a joint profile) the power-limit grid; a
+repeat run with the same key measures nothing. Written atomically (utils.atomic_write); an
+unreadable file warns and is measured again.
 """
 
 from __future__ import annotations
@@ -34,9 +35,15 @@ def profile_key(
     measure_steps: int,
     optimizers: list[str],
     meter_source: str,
+    limits_W: list[int] | None = None,
 ) -> dict[str, Any]:
-    """Everything the measurements depend on (the selector and memory limit are not: they are re-applied)."""
+    """Everything the measurements depend on (the selector and memory limit are not: they are re-applied).
+
+    `limits_W`: the power tuner's grid, for a joint profile (every size at every limit); absent otherwise.
+    """
+    joint = {"limits_W": list(limits_W)} if limits_W else {}
     return {
+        **joint,
         "device": device,
         "net": net,
         "input_shape": input_shape,
@@ -69,7 +76,10 @@ def load_cached(path: Path | None, key: dict[str, Any]) -> list[CandidateMeasure
         if data.get("key") != key:
             raise ValueError("its key differs from this run's")
         out = [CandidateMeasurement.from_record(r) for r in data["measurements"]]
-        if [m.batch_size for m in out] != sorted(key["candidates"]):
+        limits = key.get("limits_W") or [None]
+        if [(m.limit_W, m.batch_size) for m in out] != [
+            (w, b) for w in limits for b in sorted(key["candidates"])
+        ]:
             raise ValueError("its measurements do not cover the candidates")
     except (OSError, ValueError, KeyError, TypeError) as err:
         log.warning("Ignoring the unreadable batch-size profile %s (%s); measuring again.", path, err)

@@ -14,6 +14,10 @@ compare):
 
 A candidate is feasible when it did not run out of memory and its peak memory is within the limit.
 Ties go to the configured batch size, then the smaller one. Pure: plain data in and out.
+
+`choose_pair` does the same over (batch size, power limit) pairs, the joint search's measurements:
+the fastest pair is `max_slowdown`'s reference, `max_power` is the card's maximum limit (times the
+world size), and ties go to the configured size, then the higher (safer) limit, then the smaller size.
 """
 
 from __future__ import annotations
@@ -96,3 +100,53 @@ def choose(
         }
     best = min(costs, key=lambda b: (costs[b], b != configured, b))
     return Choice(batch_size=best, costs=costs, max_power_W=power)
+
+
+@dataclass(frozen=True)
+class PairChoice:
+    """The chosen (batch size, limit), each feasible pair's cost and max_power."""
+
+    batch_size: int
+    limit_W: int
+    costs: dict[tuple[int, int], float]
+    max_power_W: float | None
+
+
+def choose_pair(
+    measurements: Sequence[CandidateMeasurement],
+    rule: Rule,
+    configured: int,
+    memory_limit_bytes: int | None = None,
+    max_power_W: float | None = None,
+) -> PairChoice:
+    """The (batch size, limit) pair `rule.selector` picks per sample among the feasible measurements.
+
+    Raises as `choose` does: under 2 feasible batch sizes, or a window that read no energy.
+    """
+    ok = [m for m in feasible(measurements, memory_limit_bytes) if m.limit_W is not None]
+    if len({m.batch_size for m in ok}) < 2:
+        raise ValueError(
+            f"{len({m.batch_size for m in ok})} feasible batch size(s): nothing to choose between"
+        )
+    if rule.selector != "time":
+        empty = sorted({(m.batch_size, m.limit_W) for m in ok if not m.energy_J or m.energy_J <= 0})
+        if empty:
+            raise MeasurementRejected(
+                f"the energy meter read 0 J for (batch size, limit W) {empty}: "
+                "measure more steps (measure_steps)"
+            )
+    per_J = {(m.batch_size, int(m.limit_W)): (m.energy_J or 0.0) / m.samples for m in ok if m.limit_W}
+    per_s = {(m.batch_size, int(m.limit_W)): m.time_s / m.samples for m in ok if m.limit_W}
+    power = None
+    if rule.selector == "max_slowdown":
+        fastest = min(per_s.values())
+        costs = {p: per_J[p] for p in per_s if per_s[p] <= rule.max_slowdown * fastest}
+    else:
+        if rule.selector == "zeus_cost":
+            power = max_power_W if max_power_W is not None else peak_average_power_W(ok)
+        costs = {
+            p: cost_of(rule.selector, per_J[p], per_s[p], eta=rule.eta, max_power_W=power or 0.0)
+            for p in per_J
+        }
+    best = min(costs, key=lambda p: (costs[p], p[0] != configured, -p[1], p[0]))
+    return PairChoice(batch_size=best[0], limit_W=best[1], costs=costs, max_power_W=power)

@@ -44,6 +44,7 @@ class CandidateMeasurement:
     time_s: float
     peak_memory_bytes: int | None  # None: not measured (CPU)
     oom: bool = False
+    limit_W: int | None = None  # the GPU power limit it ran at (the joint search); None: not set
 
     def as_record(self) -> dict[str, Any]:
         """JSON-safe, with the per-sample figures the choice is made on."""
@@ -59,6 +60,7 @@ class CandidateMeasurement:
             "s_per_sample": per_s,
             "peak_memory_bytes": self.peak_memory_bytes,
             "oom": self.oom,
+            "limit_W": self.limit_W,
         }
 
     @classmethod
@@ -71,14 +73,15 @@ class CandidateMeasurement:
             time_s=float(r["time_s"]),
             peak_memory_bytes=None if r["peak_memory_bytes"] is None else int(r["peak_memory_bytes"]),
             oom=bool(r["oom"]),
+            limit_W=None if r.get("limit_W") is None else int(r["limit_W"]),
         )
 
 
 Measure = Callable[[int], CandidateMeasurement]
 
 
-def out_of_memory(batch_size: int) -> CandidateMeasurement:
-    return CandidateMeasurement(batch_size, 0, 0, None, 0.0, None, oom=True)
+def out_of_memory(batch_size: int, limit_W: int | None = None) -> CandidateMeasurement:
+    return CandidateMeasurement(batch_size, 0, 0, None, 0.0, None, oom=True, limit_W=limit_W)
 
 
 # ---- DDP ------------------------------------------------------------------------------------------
@@ -147,6 +150,34 @@ def search(
             out += [out_of_memory(b)] + [out_of_memory(larger) for larger in ordered[i + 1 :]]
             break
         out.append(m)
+    return out
+
+
+def search_joint(
+    sizes: Sequence[int],
+    limits_W: Sequence[int],
+    set_limit: Callable[[int], None],
+    settle_steps: int,
+    measure: Measure,
+    device: torch.device | None = None,
+) -> list[CandidateMeasurement]:
+    """Every size at every limit (limits in the order given, sizes ascending), each tagged with its limit.
+
+    After each limit change `settle_steps` unmeasured steps run first (the power tuner's warm-up), by
+    the measure's `settle(batch_size, steps)` where it has one. Sizes out of memory at the first limit
+    are not tried at the others (memory does not depend on the limit).
+    """
+    out: list[CandidateMeasurement] = []
+    tried = sorted(sizes)
+    for limit in limits_W:
+        set_limit(limit)
+        settle = getattr(measure, "settle", None)
+        if settle is not None and settle_steps > 0 and tried:
+            settle(tried[0], settle_steps)
+        found = search(tried, measure, device)
+        out += [replace(m, limit_W=limit) for m in found]
+        out += [out_of_memory(b, limit) for b in sorted(sizes) if b not in tried]
+        tried = [m.batch_size for m in found if not m.oom]
     return out
 
 
@@ -273,6 +304,20 @@ class StepMeasurer:
             opt.step()
             opt.zero_grad(set_to_none=True)
         return batch_size_of(batch)
+
+    def settle(self, batch_size: int, steps: int) -> None:
+        """`steps` unmeasured training steps at `batch_size` (after a power-limit change)."""
+        datamodule = self.trainer.datamodule
+        datamodule.batch_size = batch_size
+        batches = _batches(datamodule.train_dataloader())
+        try:
+            with quiet_logging(self.module):
+                self.module.train()
+                for i in range(steps):
+                    self._step(next(batches), i)
+                self._sync()
+        finally:
+            batches = None
 
     def __call__(self, batch_size: int) -> CandidateMeasurement:
         self.calls += 1
