@@ -175,6 +175,14 @@ LIGHTNING_ES = [  # Lightning's EarlyStopping at its documented defaults (patien
 ]
 
 
+# Settings a method takes in every benchmark run: no profile cache shared between runs, so every
+# run pays its own search (a cache would let later seeds skip it and flatter the method).
+BENCH_SETTINGS: dict[str, list[str]] = {
+    "batch_size": ["callbacks.batch_size.profile_dir=null"],
+    "power": ["callbacks.power.profile_dir=null"],
+}
+
+
 # ---- variants ----------------------------------------------------------------------------------
 def discover_methods() -> tuple[list[str], list[str]]:
     """(methods, recipes), from the registry (wattwise.optim.registry)."""
@@ -210,12 +218,22 @@ def variant_overrides(variant: str) -> list[str]:
             raise SystemExit(
                 f"--variants: {variant}: {', '.join(unknown)} is not a method ({', '.join(methods())})"
             )
-        return [f"+optim=[{','.join(parts)}]", *(f"callbacks.{p}.if_not_applicable=skip" for p in parts)]
-    return (
-        [f"+optim={variant}", f"callbacks.{variant}.if_not_applicable=skip"]
-        if variant in methods()
-        else [f"+optim={variant}"]
-    )
+        skip = [f"callbacks.{p}.if_not_applicable=skip" for p in parts]
+        return [f"+optim=[{','.join(parts)}]", *skip, *_bench_settings(parts)]
+    if variant in methods():
+        return [
+            f"+optim={variant}",
+            f"callbacks.{variant}.if_not_applicable=skip",
+            *_bench_settings([variant]),
+        ]
+    from wattwise.optim import registry
+
+    members = registry.recipe_members(variant) if variant in registry.recipe_names() else []
+    return [f"+optim={variant}", *_bench_settings(members)]
+
+
+def _bench_settings(names: Sequence[str]) -> list[str]:
+    return [o for name in names for o in BENCH_SETTINGS.get(name, [])]
 
 
 def methods() -> list[str]:

@@ -44,7 +44,10 @@ def test_the_lightning_variant_composes_with_lightnings_early_stopping(monkeypat
     assert cfg.trainer.precision == "32-true"
     assert bench.variant_overrides("baseline")[0] == "optim=[]"
     assert bench.variant_overrides("amp") == ["+optim=amp", "callbacks.amp.if_not_applicable=skip"]
-    assert bench.variant_overrides("green") == ["+optim=green"]
+    assert bench.variant_overrides("green") == ["+optim=green", "callbacks.power.profile_dir=null"]
+    # every run pays its own search: no profile cached by an earlier seed's run
+    cfg = compose_run_config(["data=mnist1d", *bench.variant_overrides("batch_size")], tmp_path / "bs")
+    assert cfg.callbacks.batch_size.profile_dir is None
     assert bench.variant_overrides("amp+prune") == [
         "+optim=[amp,prune]",
         "callbacks.amp.if_not_applicable=skip",
