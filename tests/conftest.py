@@ -161,3 +161,24 @@ def run_cli(args: Sequence[str], cwd: Path, timeout: int = 240, env: dict | None
         timeout=timeout,
         env=full_env,
     )
+
+
+def run_two_gloo_ranks(module: str, out_dir: Path, timeout: int = 240) -> None:
+    """Run `<module>.ddp_child(rank, 2, init_file, out_dir)` (a tests/ module) in two processes that
+    meet in one gloo group through a file in `out_dir`; both must exit 0. The children write their
+    findings into `out_dir`, where the test reads them."""
+    import subprocess
+
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT / "tests")])}
+    code = f"import sys, {module} as m; m.ddp_child(int(sys.argv[1]), 2, sys.argv[2], sys.argv[3])"
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code, str(rank), str(out_dir / "gloo-init"), str(out_dir)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        for rank in range(2)
+    ]
+    outs = [p.communicate(timeout=timeout)[0].decode() for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs[0][-2000:] + outs[1][-2000:]

@@ -272,27 +272,10 @@ def test_ddp_two_ranks_pool_their_cards_rank_zero_decides_the_pair_and_each_sets
     """Two gloo ranks, each with its own fake card and a different job: the pair is chosen on the
     pooled figures (not what either rank alone would choose), and each card trains at it and ends
     at its own original limit."""
-    import os
-    import subprocess
-    import sys
-
-    from conftest import ROOT
+    from conftest import run_two_gloo_ranks
     from fake_joint_model import DDP_MODELS, DDP_SIZES
 
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT / "tests")])}
-    init = tmp_path / "gloo-init"
-    code = "import sys, fake_joint_model as f; f.ddp_child(int(sys.argv[1]), 2, sys.argv[2], sys.argv[3])"
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-c", code, str(rank), str(init), str(tmp_path)],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-        )
-        for rank in range(2)
-    ]
-    outs = [p.communicate(timeout=240)[0].decode() for p in procs]
-    assert [p.returncode for p in procs] == [0, 0], outs[0][-2000:] + outs[1][-2000:]
+    run_two_gloo_ranks("fake_joint_model", tmp_path)
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
 
     # the finder's default selector (energy) on the pooled figures: energy summed over the ranks

@@ -10,13 +10,10 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
-from conftest import ROOT, compose_cfg, train_in_process
+from conftest import compose_cfg, run_two_gloo_ranks, train_in_process
 from fake_batch_model import (
     DDP_CANDIDATES,
     DDP_MODELS,
@@ -383,19 +380,7 @@ def test_training_after_the_search_equals_training_without_it_at_the_same_size_a
 # ---- DDP (two processes: ~20 s of start-up on a shared CPU) -------------------------------------
 @pytest.mark.slow
 def test_ddp_ranks_pool_their_measurements_and_apply_one_choice(tmp_path):
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT / "tests")])}
-    code = "import sys, fake_batch_model as f; f.ddp_child(int(sys.argv[1]), 2, sys.argv[2], sys.argv[3])"
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-c", code, str(rank), str(tmp_path / "gloo-init"), str(tmp_path)],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-        )
-        for rank in range(2)
-    ]
-    outs = [p.communicate(timeout=120)[0].decode() for p in procs]
-    assert [p.returncode for p in procs] == [0, 0], outs[0][-2000:] + outs[1][-2000:]
+    run_two_gloo_ranks("fake_batch_model", tmp_path)
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
     # the job's J/sample: energy summed over the ranks over the samples of both
     job_J = {b: sum(m.power(b) * m.step_time(b) for m in DDP_MODELS) / (2 * b) for b in DDP_CANDIDATES}

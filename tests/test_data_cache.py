@@ -11,15 +11,13 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from collections import Counter
 from types import SimpleNamespace
 
 import lightning as L
 import pytest
 import torch
-from conftest import ROOT, run_cli, train_in_process
+from conftest import ROOT, run_cli, run_two_gloo_ranks, train_in_process
 from torch.utils._pytree import tree_flatten
 from torch.utils.data import DataLoader, Dataset, IterableDataset, TensorDataset
 
@@ -79,19 +77,7 @@ def test_reshuffles_per_epoch_and_is_deterministic_for_a_seed():
 
 @pytest.mark.slow
 def test_two_gloo_processes_get_disjoint_shards_that_cover_the_data(tmp_path):
-    init = tmp_path / "gloo-init"
-    code = "import sys, data_cache_helpers as h; h.ddp_child(int(sys.argv[1]), 2, sys.argv[2], sys.argv[3])"
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-c", code, str(rank), str(init), str(tmp_path)],
-            env={**os.environ, **HELPERS_ENV},
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-        )
-        for rank in range(2)
-    ]
-    outs = [p.communicate(timeout=120)[0].decode() for p in procs]
-    assert [p.returncode for p in procs] == [0, 0], outs[0][-2000:] + outs[1][-2000:]
+    run_two_gloo_ranks("data_cache_helpers", tmp_path)
     cases = json.loads((tmp_path / "shards.json").read_text())
 
     even = cases["even"]  # 100 over 2 ranks: disjoint halves, together every sample once

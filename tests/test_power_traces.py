@@ -185,27 +185,11 @@ def test_ddp_two_cpu_processes_profile_their_own_cards_and_follow_one_decision(t
     """Two gloo ranks, each with its own fake card running a different job: the ranks' energy is
     pooled, rank 0 decides, and both cards end the profile at the same limit and are restored."""
     import json
-    import os
-    import subprocess
-    import sys
 
-    from conftest import ROOT
+    from conftest import run_two_gloo_ranks
     from fake_gpu_trace import DDP_ROW_SETS
 
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT / "tests")])}
-    init = tmp_path / "gloo-init"
-    code = "import sys, fake_gpu_trace as f; f.ddp_child(int(sys.argv[1]), 2, sys.argv[2], sys.argv[3])"
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-c", code, str(rank), str(init), str(tmp_path)],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-        )
-        for rank in range(2)
-    ]
-    outs = [p.communicate(timeout=240)[0].decode() for p in procs]
-    assert [p.returncode for p in procs] == [0, 0], outs[0][-2000:] + outs[1][-2000:]
+    run_two_gloo_ranks("fake_gpu_trace", tmp_path)
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
 
     rows = [row_sets(card)[key] for card, key in DDP_ROW_SETS]
