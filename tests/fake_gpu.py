@@ -166,3 +166,18 @@ class BurnCallback:
                 self._gpu().advance(test_J)
 
         return _Burn()
+
+
+def tune_fake_cards_only(scratch_dir: str) -> None:
+    """In a DDP test's child process: let the power tuner change the fake card's limits (the
+    suite's dry-run switch off), with no real zeusd reachable (none configured, a socket path
+    in `scratch_dir` that nothing listens on)."""
+    import os
+    from pathlib import Path
+
+    import wattwise.optim.power.zeus_adapter as adapter
+
+    os.environ.pop("WATTWISE_POWER_DRY_RUN", None)  # a fake card: nothing real can change
+    for name in ("ZEUSD_SOCK_PATH", "ZEUSD_HOST_PORT"):
+        os.environ.pop(name, None)
+    adapter.ZEUSD_DEFAULT_SOCKET = Path(scratch_dir) / "no-zeusd.sock"

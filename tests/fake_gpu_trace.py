@@ -173,17 +173,13 @@ DDP_ROW_SETS = (  # two V100 jobs whose own energy optima differ (125 W and 150 
 def ddp_child(rank: int, world_size: int, init_file: str, out_dir: str) -> None:
     """One rank of the DDP test: its own fake card (row set `DDP_ROW_SETS[rank]`), gloo on the CPU."""
     import json
-    import os
 
     import torch.distributed as dist
+    from fake_gpu import tune_fake_cards_only
 
-    os.environ.pop("WATTWISE_POWER_DRY_RUN", None)  # a fake card: nothing real can change
-    for name in ("ZEUSD_SOCK_PATH", "ZEUSD_HOST_PORT"):
-        os.environ.pop(name, None)
-    import wattwise.optim.power.zeus_adapter as adapter
+    tune_fake_cards_only(out_dir)
     from wattwise.optim.power_limit import PowerLimitTuner
 
-    adapter.ZEUSD_DEFAULT_SOCKET = Path(out_dir) / "no-zeusd.sock"
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size)
     try:
         card, key = DDP_ROW_SETS[rank]

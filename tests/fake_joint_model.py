@@ -97,25 +97,21 @@ DDP_SIZES = (16, 32, 64, 128)
 def ddp_child(rank: int, world_size: int, init_file: str, out_dir: str) -> None:
     """One rank: its own fake card and model, the real finder and tuner hooks, gloo on the CPU."""
     import json
-    import os
     import types
     from pathlib import Path
 
     import torch
     import torch.distributed as dist
     from fake_batch_model import FakeDataModule, TinyModule
+    from fake_gpu import tune_fake_cards_only
     from fake_gpu_power import PowerGPU, install_power_gpu
 
-    os.environ.pop("WATTWISE_POWER_DRY_RUN", None)  # a fake card: nothing real can change
-    for name in ("ZEUSD_SOCK_PATH", "ZEUSD_HOST_PORT"):
-        os.environ.pop(name, None)
-    import wattwise.optim.power.zeus_adapter as adapter
+    tune_fake_cards_only(out_dir)
     from wattwise.energy import meter
     from wattwise.energy.monitor import EnergyMonitor
     from wattwise.optim.batch_size import BatchSizeFinder
     from wattwise.optim.power_limit import PowerLimitTuner
 
-    adapter.ZEUSD_DEFAULT_SOCKET = Path(out_dir) / "no-zeusd.sock"
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size)
     try:
         gpu = PowerGPU(limit_W=275)
