@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
-import os
 import re
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from wattwise.energy.monitor import batch_size_of
+from wattwise.utils.atomic_write import atomic_write
+from wattwise.utils.errors import OutputError
 
 log = logging.getLogger("wattwise.optim.power_limit")  # one logger for the whole method
 
@@ -100,12 +100,7 @@ def save_profile(path: Path | None, key: dict[str, Any] | None, measurements: li
         "key": key,
         "measurements": measurements,
     }
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(json.dumps(data, indent=2) + "\n")
-        os.replace(tmp, path)
-    except OSError as err:
-        with contextlib.suppress(OSError):  # no half-written file left in profile_dir
-            tmp.unlink()
-        log.warning("Could not cache the power profile at %s: %s", path, err)
+    try:  # no half-written file is ever left in profile_dir
+        atomic_write(path, (json.dumps(data, indent=2) + "\n").encode(), "the power profile")
+    except OutputError as err:
+        log.warning("Could not cache the power profile: %s", err)
