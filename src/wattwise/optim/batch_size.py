@@ -555,25 +555,12 @@ class BatchSizeFinder(EnergyMethod):
 
     # ---- results ----------------------------------------------------------------------------
     def method_figures(self) -> dict[str, Any]:
+        """What `state_dict` keeps, as `batch_size/<key>` figures, plus the selector and any fallback."""
         if self.chosen is None:
             return {}
         return {
-            "batch_size/chosen": self.chosen,
-            "batch_size/configured": self.configured,
-            "batch_size/lr_before": self.lr_before,
-            "batch_size/lr_after": self.lr_after,
-            "batch_size/lr_rule": self.lr_rule,
+            **{f"{self.figure_prefix}{k}": v for k, v in self.state_dict().items()},
             "batch_size/selector": self._selector_text(),
-            "batch_size/candidates": [dict(r) for r in self.records],
-            "batch_size/profile": self.profile,
-            "batch_size/profile_file": str(self.profile_file) if self.profile_file else None,
-            "batch_size/search_J": self.search_J,
-            "batch_size/search_s": self.search_s,
-            "batch_size/memory_limit_bytes": self.memory_limit_bytes,
-            "batch_size/energy_source": self.energy_source,
-            "batch_size/not_tried": dict(self.dropped),
-            "batch_size/joint": self.joint,
-            "batch_size/limit_W": self.limit_W,
             **({"batch_size/joint_fallback": self.joint_fallback} if self.joint_fallback else {}),
         }
 
