@@ -44,7 +44,7 @@ bench-gpu: $(STAMP)
 
 # The baseline, each registered method alone and each recipe (green): the list comes from the registry.
 sweep: $(STAMP)
-	$(PY) train.py -m "optim=$$($(PY) -m wattwise.optim.registry --sweep)" $(ARGS)
+	$(PY) train.py -m "optim=$$($(PY) -m wattwise.methods.registry --sweep)" $(ARGS)
 
 # make compare SWEEP=outputs/multirun/<date>/<time>  (defaults to the newest sweep)
 compare: $(STAMP)

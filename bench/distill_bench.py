@@ -1,4 +1,4 @@
-"""Distillation benchmark: is a distilled student cheaper than one trained alone, counting the teacher?
+"""Distill benchmark: is a distilled student cheaper than one trained alone, counting the teacher?
 
 Per task and seed: a teacher (a wider net of the same family) is trained once; then the student
 is trained four ways, in an order rotated per seed: from scratch (`scratch`), distilled with the
@@ -275,7 +275,7 @@ def main(argv: Sequence[str] | None = None) -> Path:
     elapsed = time.perf_counter() - started
     text = "\n".join(
         [
-            f"# Distillation benchmark ({'quick: figures meaningless' if args.quick else f'{seeds} seeds'})",
+            f"# Distill benchmark ({'quick: figures meaningless' if args.quick else f'{seeds} seeds'})",
             "",
             f"- machine: {energy_bench.machine()}; threads pinned: {threads}",
             f"- energy: {label}; took {elapsed / 60:.1f} min",

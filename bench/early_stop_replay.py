@@ -27,9 +27,9 @@ sys.path.insert(0, str(ROOT / "src"))
 
 def replay(curve: list[tuple[int, float, float]], settings: dict[str, Any]) -> tuple[int, float, float]:
     """(epochs trained, energy fraction, validation points lost) of one setting on one curve."""
-    from wattwise.optim.early_stop import EnergyAwareEarlyStopping, EpochRecord
+    from wattwise.methods.early_stop.callback import EarlyStop, EpochRecord
 
-    es = EnergyAwareEarlyStopping(**settings)
+    es = EarlyStop(**settings)
     points = sorted((e, a, j) for e, a, j in curve if a is not None and j is not None)
     total_J, best_all = points[-1][2], max(a for _, a, _ in points)
     prev_J = 0.0

@@ -185,8 +185,8 @@ BENCH_SETTINGS: dict[str, list[str]] = {
 
 # ---- variants ----------------------------------------------------------------------------------
 def discover_methods() -> tuple[list[str], list[str]]:
-    """(methods, recipes), from the registry (wattwise.optim.registry)."""
-    from wattwise.optim import registry
+    """(methods, recipes), from the registry (wattwise.methods.registry)."""
+    from wattwise.methods import registry
 
     return registry.compared_method_names(), registry.recipe_names()
 
@@ -198,7 +198,7 @@ def default_variants() -> list[str]:
 
 def native_bf16() -> bool:
     """Does the device the trainer will use run bfloat16 natively (amp's own hardware table)?"""
-    from wattwise.optim.precision import choose_precision, detect
+    from wattwise.methods.amp.callback import choose_precision, detect
 
     return choose_precision(*detect("auto")) == "bf16-mixed"
 
@@ -226,7 +226,7 @@ def variant_overrides(variant: str) -> list[str]:
             f"callbacks.{variant}.if_not_applicable=skip",
             *_bench_settings([variant]),
         ]
-    from wattwise.optim import registry
+    from wattwise.methods import registry
 
     members = registry.recipe_members(variant) if variant in registry.recipe_names() else []
     return [f"+optim={variant}", *_bench_settings(members)]
@@ -675,7 +675,7 @@ def main(argv: Sequence[str] | None = None) -> Path:
         variants = [v for v in variants if v != "power"]  # read-only towards the card
     tasks = choose_tasks(args.tasks, table, "energy_bench")
     with contextlib.suppress(Exception):  # recipes built by the registry, where it is wired
-        from wattwise.optim import registry
+        from wattwise.methods import registry
 
         registry.register_recipes()
     extra = [f"energy={args.energy}", *COMMON, *(QUICK if args.quick else [])]

@@ -45,7 +45,7 @@ import lightning as L  # noqa: E402
 import torch  # noqa: E402
 from energy_bench import OUT_DIR, quiet  # noqa: E402
 
-from wattwise.optim.registry import option_names  # noqa: E402
+from wattwise.methods.registry import option_names  # noqa: E402
 from wattwise.utils.compose import compose_run_config as compose  # noqa: E402
 
 NEVER_RUN = {"power": "changes the card's power limit; this benchmark is read-only towards the card"}
@@ -105,7 +105,7 @@ def fit_once(
 ) -> dict[str, Any]:
     """Build from the real config, fit on device-resident data (`data_cache`), test; return the figures."""
     from wattwise.energy import find_energy_monitor
-    from wattwise.optim.data_cache import DataCache
+    from wattwise.methods.data_cache.callback import DataCache
     from wattwise.train import build
 
     run_dir = work / f"run{next(_RUN_IDS)}"

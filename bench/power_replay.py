@@ -9,7 +9,8 @@ For each, the true cost at the chosen limit is compared with the trace's optimum
 the worst, 95th percentile and mean excess. `zeus-like` is the same profiler with one window per
 limit, no confirmation and no safer-limit rule: Zeus's way of choosing, on the same grid. Noise
 models: `step` (independent per step: more steps average it away) and `drift` (AR(1), rho 0.95:
-a slow wander that more steps do not). This is how the noise bounds in docs/power.md were found.
+a slow wander that more steps do not). This is how the noise bounds in
+the power card (methods/power/README.md) were found.
 """
 
 from __future__ import annotations
@@ -27,13 +28,13 @@ SETTINGS = {"wait_steps": 1, "warmup_steps": 2, "profile_steps": 40}
 
 
 def excess(selector: str, noise: float, rho: float, seeds: int, zeus_like: bool) -> list[float]:
-    import wattwise.optim.power.zeus_adapter as adapter
+    import wattwise.methods.shared.zeus_adapter as adapter
 
     adapter.ZEUSD_DEFAULT_SOCKET = Path("/nonexistent/zeusd.sock")  # never a real daemon
     from fake_gpu_trace import CARDS, TraceGPU, replay, row_sets, spacing_W, trace_optimum
 
-    import wattwise.optim.power.choose as choose
-    from wattwise.optim.power_limit import PowerLimitTuner
+    import wattwise.methods.power.choose as choose
+    from wattwise.methods.power.callback import Power
 
     choose.Z_SAFER = 0.0 if zeus_like else 1.0
     out = []
@@ -47,7 +48,7 @@ def excess(selector: str, noise: float, rho: float, seeds: int, zeus_like: bool)
                 return t * p if selector == "energy" else 0.5 * t * p + 0.5 * max(rows) * t
 
             for seed in range(seeds):
-                tuner = PowerLimitTuner(
+                tuner = Power(
                     selector=selector,
                     pl_step_W=spacing_W(rows),
                     blocks=1 if zeus_like else 4,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from wattwise.optim.base import STATUS_ACTIVE, EnergyMethod
+from wattwise.methods.base import STATUS_ACTIVE, EnergyMethod
 
 
 class MissingFigure(EnergyMethod):

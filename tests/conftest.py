@@ -84,7 +84,7 @@ def train_in_process(
 def no_native_bf16(monkeypatch):
     """The CPU has no native bf16 in every test, on every machine (last round `make test` failed on
     a CPU with it): amp's `auto` keeps 32-true. Tests of the bf16 branch set it to True themselves."""
-    from wattwise.optim import precision
+    from wattwise.methods.amp import callback as precision
 
     monkeypatch.setattr(precision, "cpu_bf16_supported", lambda: False)
 

@@ -15,7 +15,7 @@ class SmallFreeMemory(L.Callback):
     """Pins the free memory the data cache sees to `free_bytes` (built before the fit: in time)."""
 
     def __init__(self, free_bytes: int = 4096) -> None:
-        from wattwise.data import device_memory
+        from wattwise.methods.data_cache import device_memory
 
         device_memory.free_bytes = lambda device: free_bytes
 
@@ -50,7 +50,7 @@ def ddp_child(rank: int, world_size: int, init_file: str, out_dir: str) -> None:
     import torch.distributed as dist
     from torch.utils._pytree import tree_flatten
 
-    from wattwise.data.resident import ResidentLoader
+    from wattwise.methods.data_cache.resident import ResidentLoader
 
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size)
     try:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from wattwise.optim.batching.measure import CandidateMeasurement
+from wattwise.methods.batch_size.measure import CandidateMeasurement
 
 
 @dataclass
@@ -114,7 +114,7 @@ def ddp_child(rank: int, world_size: int, init_file: str, out_dir: str) -> None:
 
     import torch.distributed as dist
 
-    from wattwise.optim.batch_size import BatchSizeFinder
+    from wattwise.methods.batch_size.callback import BatchSize
 
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size)
     try:
@@ -123,7 +123,7 @@ def ddp_child(rank: int, world_size: int, init_file: str, out_dir: str) -> None:
         opt = torch.optim.SGD(module.parameters(), lr=0.1)
         dm = FakeDataModule(batch_size=64)
         trainer = stand_in_trainer(module, opt, dm, world_size=world_size, rank=rank)
-        finder = BatchSizeFinder(candidates=list(DDP_CANDIDATES), measure=model.measure)
+        finder = BatchSize(candidates=list(DDP_CANDIDATES), measure=model.measure)
         finder.on_fit_start(trainer, module)
         result = {
             "status": finder.status,

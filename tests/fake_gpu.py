@@ -175,7 +175,7 @@ def tune_fake_cards_only(scratch_dir: str) -> None:
     import os
     from pathlib import Path
 
-    import wattwise.optim.power.zeus_adapter as adapter
+    import wattwise.methods.shared.zeus_adapter as adapter
 
     os.environ.pop("WATTWISE_POWER_DRY_RUN", None)  # a fake card: nothing real can change
     for name in ("ZEUSD_SOCK_PATH", "ZEUSD_HOST_PORT"):

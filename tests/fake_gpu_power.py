@@ -184,7 +184,7 @@ class StepModel(L.Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:  # noqa: ANN001
         gpu = _gpu()
         gpu.step()
-        tuner = next((cb for cb in trainer.callbacks if type(cb).__name__ == "PowerLimitTuner"), None)
+        tuner = next((cb for cb in trainer.callbacks if type(cb).__name__ == "Power"), None)
         if tuner is not None and tuner.status in ("tuned", "cached"):
             gpu.reads_after_choice.append(len(gpu.energy_reads))
 
@@ -213,7 +213,7 @@ class ReshapeNetAt(L.Callback):
     def on_train_epoch_end(self, trainer, pl_module) -> None:  # noqa: ANN001
         import torch
 
-        from wattwise.optim.base import StructureChange, announce_structure_change
+        from wattwise.methods.base import StructureChange, announce_structure_change
 
         if trainer.current_epoch == self.epoch:
             pl_module.net.register_parameter("pruned_marker", torch.nn.Parameter(torch.zeros(3)))

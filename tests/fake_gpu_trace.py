@@ -9,7 +9,7 @@ power by independent `1 + x` factors, x ~ N(0, noise) every step or, with `rho`,
 drift of the same spread (a card warming up, boost clocks wandering: noise that more steps do not
 average away).
 
-`replay` drives the real `PowerLimitTuner` hooks in Lightning's order with a stand-in trainer
+`replay` drives the real `Power` hooks in Lightning's order with a stand-in trainer
 (just the attributes the tuner reads) and the run's real Zeus monitor on the fake GPU, so one row
 set takes milliseconds and hundreds of them fit in a test.
 """
@@ -122,7 +122,7 @@ def stand_in_trainer(monitor: EnergyMonitor, batches: int, val_every: int | None
 
 
 def replay(
-    tuner,  # noqa: ANN001 - a PowerLimitTuner
+    tuner,  # noqa: ANN001 - a Power
     gpu: TraceGPU,
     *,
     batches_per_epoch: int = 1000,
@@ -178,14 +178,14 @@ def ddp_child(rank: int, world_size: int, init_file: str, out_dir: str) -> None:
     from fake_gpu import tune_fake_cards_only
 
     tune_fake_cards_only(out_dir)
-    from wattwise.optim.power_limit import PowerLimitTuner
+    from wattwise.methods.power.callback import Power
 
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size)
     try:
         card, key = DDP_ROW_SETS[rank]
         rows = row_sets(card)[key]
         gpu = TraceGPU(rows, limit_W=200)
-        tuner = PowerLimitTuner(
+        tuner = Power(
             selector="energy", wait_steps=1, warmup_steps=1, profile_steps=4, blocks=2, pl_step_W=25
         )
         trainer = replay(tuner, gpu, world_size=world_size)

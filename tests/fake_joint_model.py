@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from wattwise.optim.batching.measure import CandidateMeasurement
+from wattwise.methods.batch_size.measure import CandidateMeasurement
 
 
 @dataclass(frozen=True)
@@ -109,8 +109,8 @@ def ddp_child(rank: int, world_size: int, init_file: str, out_dir: str) -> None:
     tune_fake_cards_only(out_dir)
     from wattwise.energy import meter
     from wattwise.energy.monitor import EnergyMonitor
-    from wattwise.optim.batch_size import BatchSizeFinder
-    from wattwise.optim.power_limit import PowerLimitTuner
+    from wattwise.methods.batch_size.callback import BatchSize
+    from wattwise.methods.power.callback import Power
 
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size)
     try:
@@ -121,9 +121,9 @@ def ddp_child(rank: int, world_size: int, init_file: str, out_dir: str) -> None:
             module = TinyModule()
             opt = torch.optim.SGD(module.parameters(), lr=0.1)
             dm = FakeDataModule(batch_size=16)
-            tuner = PowerLimitTuner(selector="time", pl_step_W=50, warmup_steps=1, profile_steps=2)
+            tuner = Power(selector="time", pl_step_W=50, warmup_steps=1, profile_steps=2)
             measure = JointMeasure(model=DDP_MODELS[rank])
-            finder = BatchSizeFinder(candidates=list(DDP_SIZES), measure=measure, joint_power=True)
+            finder = BatchSize(candidates=list(DDP_SIZES), measure=measure, joint_power=True)
             trainer = types.SimpleNamespace(
                 callbacks=[monitor, finder, tuner],
                 datamodule=dm,

@@ -13,15 +13,16 @@ from lightning.pytorch.plugins import MixedPrecision
 from omegaconf import OmegaConf
 from torch.utils.data import DataLoader, TensorDataset
 
-from wattwise.models import MLP, ClassifierModule
-from wattwise.optim import precision, registry
-from wattwise.optim.precision import (
-    AutoMixedPrecision,
+from wattwise.methods import registry
+from wattwise.methods.amp import callback as precision
+from wattwise.methods.amp.callback import (
+    Amp,
     NonFiniteLossError,
     auto_precision,
     choose_precision,
     tf32_capable,
 )
+from wattwise.models import MLP, ClassifierModule
 from wattwise.train import build, train
 from wattwise.utils.errors import ConfigError
 
@@ -70,7 +71,7 @@ def test_auto_precision_on_a_cpu_and_explicit_choices(monkeypatch, native_bf16, 
 )
 def test_bad_settings_fail_fast(kwargs, key):
     with pytest.raises(ValueError, match=key):
-        AutoMixedPrecision(**kwargs)
+        Amp(**kwargs)
 
 
 def test_bad_setting_from_config_is_a_config_error(make_cfg):
@@ -128,10 +129,10 @@ def test_each_part_can_be_switched_off(make_cfg):
         assert trainer.precision == forced
 
 
-def _fp16_fit(init_scale: float, steps: int = 4) -> AutoMixedPrecision:
+def _fp16_fit(init_scale: float, steps: int = 4) -> Amp:
     """fp16 autocast with a GradScaler on the CPU (Lightning would turn a plain `16-mixed` into bf16)."""
     torch.manual_seed(0)
-    cb = AutoMixedPrecision(precision="16-mixed")
+    cb = Amp(precision="16-mixed")
     data = TensorDataset(torch.randn(16 * steps, 1, 8, 8), torch.randint(0, 10, (16 * steps,)))
     scaler = torch.amp.GradScaler("cpu", init_scale=init_scale)
     trainer = L.Trainer(
@@ -159,7 +160,7 @@ def test_fp16_overflow_steps_are_counted():
 @pytest.mark.parametrize("counting", ["immediate", "device-side"])
 def test_a_diverged_run_stops_with_a_clear_message(make_cfg, monkeypatch, counting):
     if counting == "device-side":  # the GPU path: counters stay on the device, read every N steps
-        monkeypatch.setattr(AutoMixedPrecision, "immediate_devices", ())
+        monkeypatch.setattr(Amp, "immediate_devices", ())
     cfg = make_cfg(
         "+optim=amp",
         "model.optimizer.lr=1e30",  # Adam at this rate turns the weights to inf/NaN within two steps

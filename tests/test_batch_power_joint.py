@@ -22,9 +22,9 @@ from test_power_limit import (  # noqa: F401 - the autouse fixtures apply here t
     real_tuning_on_the_fake_gpu,
 )
 
-from wattwise.optim.batch_size import BatchSizeFinder
-from wattwise.optim.power.plan import limits_W
-from wattwise.optim.power_limit import PowerLimitTuner
+from wattwise.methods.batch_size.callback import BatchSize
+from wattwise.methods.power.callback import Power
+from wattwise.methods.power.plan import limits_W
 from wattwise.train import train
 from wattwise.utils.errors import ConfigError
 
@@ -33,8 +33,8 @@ LIMITS = limits_W((100_000, 300_000), 50)  # the tuner's grid on the fake GPU: 3
 MAX_W = 300
 ORIGINAL_W = ORIGINAL_mW // 1000  # 275: off the grid, so a restore is unambiguous
 TRAIN_BATCHES = 4
-FINDER_LOGGER = "wattwise.optim.batch_size"
-POWER_LOGGER = "wattwise.optim.power_limit"
+FINDER_LOGGER = "wattwise.methods.batch_size.callback"
+POWER_LOGGER = "wattwise.methods.power.callback"
 JOINT = [
     "energy.gpu_index=0",  # measure fake GPU 0 while the trainer runs on the CPU
     "callbacks.batch_size.joint_power=true",
@@ -132,7 +132,7 @@ def test_each_selector_trains_at_the_models_joint_optimum_and_the_card_ends_at_i
     assert s["power/status"] == "tuned" and s["power/source"] == "batch_size joint search"
     assert s["power/limit_W"] == want_W and s["power/original_limit_W"] == ORIGINAL_W
     assert "power/profile" not in s and s["power/restored"] is True
-    assert PowerLimitTuner.report_rows(s) == [
+    assert Power.report_rows(s) == [
         ("power limit (power)", f"tuned, {want_W} W (by the batch_size joint search)")
     ]
     assert gpu.step_limits_W == [want_W] * TRAIN_BATCHES  # every training batch ran at the chosen limit
@@ -263,7 +263,7 @@ def test_a_finder_that_chooses_nothing_hands_the_card_back_and_the_tuner_profile
 
 def test_joint_power_must_be_a_bool():
     with pytest.raises(ConfigError, match=r"^callbacks\.batch_size\.joint_power must be true or false"):
-        BatchSizeFinder(joint_power="yes")
+        BatchSize(joint_power="yes")
 
 
 # ---- DDP --------------------------------------------------------------------------------------------

@@ -24,11 +24,11 @@ from fake_batch_model import (
 )
 from hydra.core.global_hydra import GlobalHydra
 
-from wattwise.optim import batch_size as batch_size_module
-from wattwise.optim.base import NotApplicableError
-from wattwise.optim.batch_size import BatchSizeFinder
-from wattwise.optim.batching.candidates import plan_candidates
-from wattwise.optim.batching.measure import StepMeasurer
+from wattwise.methods.base import NotApplicableError
+from wattwise.methods.batch_size import callback as batch_size_module
+from wattwise.methods.batch_size.callback import BatchSize
+from wattwise.methods.batch_size.candidates import plan_candidates
+from wattwise.methods.batch_size.measure import StepMeasurer
 from wattwise.train import build
 from wattwise.utils.errors import ConfigError
 
@@ -51,7 +51,7 @@ def run_finder(model: FakeModel, optimizer: str = "sgd", configured: int = 64, s
     dm = FakeDataModule(batch_size=configured)
     trainer = stand_in_trainer(module, opt, dm, scheduler=sched)
     settings = {"candidates": CANDIDATES, "profile_dir": None, **kw}
-    finder = BatchSizeFinder(measure=model.measure, **settings)
+    finder = BatchSize(measure=model.measure, **settings)
     finder.on_fit_start(trainer, module)
     return finder, dm, opt, sched
 
@@ -115,7 +115,7 @@ def test_the_figures_hold_every_candidates_per_sample_cost():
         assert r["oom"] is False and r["peak_memory_bytes"] == model.m0 + model.m1 * b
     assert figures["batch_size/configured"] == 64 and figures["batch_size/profile"] == "measured"
     assert figures["batch_size/selector"] == "energy per sample"
-    label, text = BatchSizeFinder.report_rows(figures)[0]
+    label, text = BatchSize.report_rows(figures)[0]
     assert label == "batch size (batch_size)" and text.startswith(f"{finder.chosen} (configured 64")
 
 
@@ -150,7 +150,7 @@ def test_lr_scaling_none_leaves_the_lr_and_a_schedulers_base_lrs_scale_with_it()
 
 # ---- the cache ----------------------------------------------------------------------------------
 def test_a_cached_profile_skips_the_search_and_chooses_the_same(tmp_path, caplog):
-    caplog.set_level(logging.INFO, logger="wattwise.optim.batch_size")
+    caplog.set_level(logging.INFO, logger="wattwise.methods.batch_size.callback")
     first = fresh(HUNGRY)
     a, _, _, _ = run_finder(first, profile_dir=str(tmp_path))
     assert first.calls == CANDIDATES and a.profile == "measured" and a.profile_file.is_file()
@@ -245,11 +245,11 @@ def test_it_steps_aside_without_an_integer_batch_size_and_on_a_tiny_train_set():
     class NoBatchSize:
         pass
 
-    finder = BatchSizeFinder(measure=FakeModel().measure, if_not_applicable="skip")
+    finder = BatchSize(measure=FakeModel().measure, if_not_applicable="skip")
     finder.on_fit_start(stand_in_trainer(module, opt, NoBatchSize()), module)
     assert finder.status == "skipped" and "batch_size" in finder.skipped_reason
     tiny = FakeDataModule(n=200, batch_size=16)  # 200 // 8 = 25: only 16 is a candidate
-    finder = BatchSizeFinder(measure=FakeModel().measure)
+    finder = BatchSize(measure=FakeModel().measure)
     with pytest.raises(NotApplicableError, match="allows 1 candidate"):
         finder.on_fit_start(stand_in_trainer(module, opt, tiny), module)
 
@@ -278,7 +278,7 @@ def test_it_steps_aside_without_an_integer_batch_size_and_on_a_tiny_train_set():
 )
 def test_a_bad_setting_is_one_line_naming_its_key(settings, key):
     with pytest.raises(ConfigError, match=rf"^callbacks\.batch_size\.{key} ") as err:
-        BatchSizeFinder(**settings)
+        BatchSize(**settings)
     assert "\n" not in str(err.value)
 
 
@@ -290,7 +290,7 @@ def test_a_resumed_finder_reapplies_the_saved_size_without_measuring_or_rescalin
     module = TinyModule()
     opt = torch.optim.SGD(module.parameters(), lr=0.8)  # as the checkpoint's optimizer state restores it
     dm = FakeDataModule(batch_size=64)
-    finder = BatchSizeFinder(candidates=CANDIDATES, measure=model.measure, profile_dir=None)
+    finder = BatchSize(candidates=CANDIDATES, measure=model.measure, profile_dir=None)
     finder.load_state_dict(saved)
     finder.on_fit_start(stand_in_trainer(module, opt, dm), module)
     assert model.calls == [] and dm.batch_size == a.chosen == finder.chosen
@@ -401,8 +401,8 @@ def test_ddp_ranks_pool_their_measurements_and_apply_one_choice(tmp_path):
 
 def test_the_power_tuner_runs_after_the_finder():
     """Batch size first (at the card's current limit), then the power limit for that batch size."""
-    from wattwise.optim.power_limit import PowerLimitTuner
-    from wattwise.optim.registry import ordered
+    from wattwise.methods.power.callback import Power
+    from wattwise.methods.registry import ordered
 
-    names = [m.name for m in ordered([PowerLimitTuner(), BatchSizeFinder()])]
+    names = [m.name for m in ordered([Power(), BatchSize()])]
     assert names.index("batch_size") < names.index("power")

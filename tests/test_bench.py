@@ -191,7 +191,7 @@ def test_the_gpu_bench_fits_on_the_products_resident_data(tmp_path, monkeypatch)
     included) and trains on `data_cache`'s resident batches, not a loader of its own."""
     import torch
 
-    from wattwise.data.resident import ResidentLoader
+    from wattwise.methods.data_cache.resident import ResidentLoader
 
     gpu_bench = load_bench_module("gpu_bench")
     served = []

@@ -14,7 +14,7 @@ from wattwise.energy.carbon import grams_CO2e, resolve_intensity
 from wattwise.energy.intensity_provider import ProviderError, ProviderSettings, make_provider
 from wattwise.energy.monitor import EnergyMonitor
 from wattwise.energy.regions import lookup_region
-from wattwise.optim.carbon_aware import CarbonAwareStart, plan_start, wait_until
+from wattwise.methods.carbon_aware.callback import CarbonAware, plan_start, wait_until
 from wattwise.utils.errors import ConfigError
 from wattwise.utils.slurm_energy import parse_consumed_energy, read_slurm_energy
 
@@ -125,9 +125,9 @@ class FakeClock:
         self.t += s
 
 
-def aware(url: str | None, deadline_h: float, clock: FakeClock, timeout_s: float = 2.0) -> CarbonAwareStart:
+def aware(url: str | None, deadline_h: float, clock: FakeClock, timeout_s: float = 2.0) -> CarbonAware:
     provider = {"endpoint": url, "api_key": "k", "timeout_s": timeout_s} if url else None
-    cb = CarbonAwareStart(deadline_h=deadline_h, duration_s=7200, region="DE", provider=provider)
+    cb = CarbonAware(deadline_h=deadline_h, duration_s=7200, region="DE", provider=provider)
     cb.clock, cb.sleep = clock.clock, clock.sleep
     return cb
 
@@ -190,7 +190,7 @@ def test_delayed_start_starts_at_once_without_a_forecast(failure):
 
 def test_carbon_aware_bad_setting_names_the_key():
     with pytest.raises(ConfigError, match=r"callbacks\.carbon_aware\.deadline_h"):
-        CarbonAwareStart(deadline_h=-1)
+        CarbonAware(deadline_h=-1)
 
 
 # ---- SLURM's own accounting -----------------------------------------------------------------------

@@ -27,8 +27,9 @@ from hydra.core.global_hydra import GlobalHydra
 from method_settings import ACT_QUICKLY, BAD_SETTING
 from zoo import ZOO
 
-from wattwise.optim import precision, registry
-from wattwise.optim.base import STATUS_SKIPPED
+from wattwise.methods import registry
+from wattwise.methods.amp import callback as precision
+from wattwise.methods.base import STATUS_SKIPPED
 from wattwise.train import build
 from wattwise.utils.errors import ConfigError
 

@@ -21,11 +21,11 @@ from conftest import ROOT, run_cli, run_two_gloo_ranks, train_in_process
 from torch.utils._pytree import tree_flatten
 from torch.utils.data import DataLoader, Dataset, IterableDataset, TensorDataset
 
-from wattwise.data import device_memory
-from wattwise.data.materialise import NotCacheable, materialise, plan_cache
-from wattwise.data.resident import ResidentLoader
-from wattwise.optim.base import NotApplicableError
-from wattwise.optim.data_cache import DataCache
+from wattwise.methods.base import NotApplicableError
+from wattwise.methods.data_cache import device_memory
+from wattwise.methods.data_cache.callback import DataCache
+from wattwise.methods.data_cache.materialise import NotCacheable, materialise, plan_cache
+from wattwise.methods.data_cache.resident import ResidentLoader
 from wattwise.utils.errors import ConfigError
 
 HELPERS_ENV = {"PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT / "tests")])}

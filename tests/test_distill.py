@@ -13,11 +13,11 @@ import torch.nn.functional as F
 from conftest import compose_cfg, train_in_process
 from hydra.core.global_hydra import GlobalHydra
 
+from wattwise.methods.distill import accounting, cache
+from wattwise.methods.distill.callback import Distill
+from wattwise.methods.distill.loss import hinton_loss
+from wattwise.methods.distill.teacher import load_teacher
 from wattwise.models.module import ClassifierModule
-from wattwise.optim.distill import Distillation
-from wattwise.optim.distillation import accounting, cache
-from wattwise.optim.distillation.loss import hinton_loss
-from wattwise.optim.distillation.teacher import load_teacher
 from wattwise.train import train
 from wattwise.utils.errors import ConfigError
 
@@ -59,7 +59,7 @@ def test_hinton_loss_matches_a_hand_computed_value():
 
 
 def test_soft_target_gradients_reach_the_student_only():
-    method = Distillation(teacher={"_target_": "teachers.FlatTeacher"}, alpha=1.0)
+    method = Distill(teacher={"_target_": "teachers.FlatTeacher"}, alpha=1.0)
     method.teacher = load_teacher(method.teacher_spec, None, {"input_shape": (4,), "num_classes": 3})
     method.status = "active"
     student = torch.nn.Linear(4, 3)
@@ -271,7 +271,7 @@ def test_on_a_gpu_energy_counter_the_teacher_gets_its_time_share_of_the_measured
     class Monitor:
         total_J, time_s, meter = 600.0, 60.0, Meter()
 
-    method = Distillation(teacher={"_target_": "teachers.FlatTeacher"})
+    method = Distill(teacher={"_target_": "teachers.FlatTeacher"})
     method._monitor, method._meter, method.teacher_s = Monitor(), Meter(), 6.0
     figures = method.method_figures()
     assert figures["distill/teacher_J"] == pytest.approx(60.0)  # 10 W average x 6 s in the teacher
@@ -296,21 +296,21 @@ def test_a_baseline_is_read_and_gives_the_break_even_in_the_summary(tmp_path, te
     text = summary["distill/break_even"]
     assert text.startswith("never") or "runs: one-off" in text
     with pytest.raises(ConfigError, match=r"callbacks\.distill\.baseline=/nowhere"):
-        Distillation(teacher=str(teacher_run), baseline="/nowhere")
+        Distill(teacher=str(teacher_run), baseline="/nowhere")
 
 
 def test_without_a_teacher_it_steps_aside_or_stops_in_one_line():
-    from wattwise.optim.base import NotApplicableError
+    from wattwise.methods.base import NotApplicableError
 
-    skipped = Distillation(teacher=None, if_not_applicable="skip")
+    skipped = Distill(teacher=None, if_not_applicable="skip")
     assert skipped.status == "skipped" and "callbacks.distill.teacher" in skipped.skipped_reason
     with pytest.raises(NotApplicableError, match=r"\+optim=distill does not apply here: no teacher") as err:
-        Distillation(teacher=None)
+        Distill(teacher=None)
     assert "\n" not in str(err.value)
 
 
 def test_the_teacher_hash_covers_every_tensor_batchnorm_counters_included():
-    from wattwise.optim.distillation.teacher import weights_sha256
+    from wattwise.methods.distill.teacher import weights_sha256
 
     net = torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.BatchNorm1d(3))
     before = weights_sha256(net)  # num_batches_tracked is a 0-dim tensor

@@ -16,10 +16,9 @@ import pytest
 import torch
 from fake_gpu import FakeGPU, install_fake_gpus
 
-from wattwise.models import ClassifierModule
-from wattwise.optim.base import NotApplicableError, StructureChange
-from wattwise.optim.early_stop import (
-    EnergyAwareEarlyStopping,
+from wattwise.methods.base import NotApplicableError, StructureChange
+from wattwise.methods.early_stop.callback import (
+    EarlyStop,
     EpochRecord,
     budget_fired,
     diminishing_returns_fired,
@@ -27,6 +26,7 @@ from wattwise.optim.early_stop import (
     patience_fired,
     target_fired,
 )
+from wattwise.models import ClassifierModule
 from wattwise.train import train
 from wattwise.utils.errors import ConfigError
 
@@ -102,11 +102,11 @@ def _h(metrics, epoch_J=4.0):
 )
 def test_bad_settings_fail_fast(kwargs, message):
     with pytest.raises(ValueError, match=message):
-        EnergyAwareEarlyStopping(**kwargs)
+        EarlyStop(**kwargs)
 
 
 def test_budget_in_kWh_is_converted():
-    assert EnergyAwareEarlyStopping(budget_kWh=0.001).budget_J == pytest.approx(3600.0)
+    assert EarlyStop(budget_kWh=0.001).budget_J == pytest.approx(3600.0)
 
 
 def test_bad_setting_is_a_config_error(make_cfg):
@@ -308,7 +308,7 @@ def test_a_rule_that_fires_on_the_last_epoch_is_reported_as_max_epochs(make_cfg)
 
 
 def test_after_a_structure_change_patience_judges_the_new_net_only():
-    es = EnergyAwareEarlyStopping(patience=2, min_gain_fraction=None)
+    es = EarlyStop(patience=2, min_gain_fraction=None)
     es.history = [EpochRecord(e, m, 1.0, float(e + 1)) for e, m in enumerate([0.80, 0.90])]
     es.on_structure_change(None, None, StructureChange(source="prune", epoch=2))
     es.history += [EpochRecord(2, 0.50, 1.0, 3.0), EpochRecord(3, 0.60, 1.0, 4.0)]

@@ -125,9 +125,9 @@ def test_a_carbon_budget_converts_at_the_runs_intensity_and_pue():
 
 
 def test_with_early_stop_the_forecast_is_for_its_budget_and_the_stop_is_left_to_it():
-    from wattwise.optim.early_stop import EnergyAwareEarlyStopping
+    from wattwise.methods.early_stop.callback import EarlyStop
 
-    early_stop = EnergyAwareEarlyStopping(budget_J=35.0)
+    early_stop = EarlyStop(budget_J=35.0)
     run = ScriptedRun(EnergyReport(report_dir=None), max_epochs=10)
     run.trainer.callbacks.insert(1, early_stop)
     for _ in range(3):

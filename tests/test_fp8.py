@@ -14,7 +14,8 @@ from conftest import compose_cfg
 from hydra.core.global_hydra import GlobalHydra
 from torch import nn
 
-from wattwise.optim import fp8, precision
+from wattwise.methods.amp import callback as precision
+from wattwise.methods.amp import fp8
 from wattwise.train import build
 
 pytest.importorskip("torchao")

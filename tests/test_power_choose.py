@@ -1,4 +1,4 @@
-"""Choosing from measured windows (`wattwise.optim.power.choose`): Zeus's pick, confirming, the safer one."""
+"""Choosing from measured windows (`methods/power/choose.py`): Zeus's pick, confirming, the safer one."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import random
 import pytest
 from zeus.optimizer.power_limit import Energy, MaxSlowdownConstraint, PowerLimitMeasurement, Time, ZeusCost
 
-from wattwise.optim.power.choose import Rule, decide, summarize
-from wattwise.optim.power.profiler import Sample
+from wattwise.methods.power.choose import Rule, decide, summarize
+from wattwise.methods.power.profiler import Sample
 
 
 def _windows(limit: int, energies: list[float], times: list[float], steps: int = 10) -> list[Sample]:

@@ -27,9 +27,9 @@ from test_power_limit import (  # noqa: F401 - the autouse fixtures apply here t
 )
 from zeus.device.gpu import ZeusGPUNotSupportedError
 
-from wattwise.optim.base import EnergyMethod, NotApplicableError
-from wattwise.optim.power_limit import PowerLimitTuner
-from wattwise.optim.registry import OPTIM_DIR, MethodInfo
+from wattwise.methods.base import EnergyMethod, NotApplicableError
+from wattwise.methods.power.callback import Power
+from wattwise.methods.registry import OPTIM_DIR, MethodInfo
 from wattwise.train import build
 from wattwise.utils.errors import ConfigError
 
@@ -42,34 +42,32 @@ def _fit(cfg) -> None:  # noqa: ANN001
 
 # ---- the contract ---------------------------------------------------------------------------------
 def test_it_is_a_registered_energy_method_that_needs_the_energy_monitor():
-    assert issubclass(PowerLimitTuner, EnergyMethod)
+    assert issubclass(Power, EnergyMethod)
     # registered as the registry reads it: conf/optim/power.yaml's callbacks.power._target_
     path = OPTIM_DIR / "power.yaml"
     target = OmegaConf.select(OmegaConf.load(path), "callbacks.power._target_")
-    assert MethodInfo("power", target, path).load_class() is PowerLimitTuner
-    assert (PowerLimitTuner.name, PowerLimitTuner.figure_prefix) == ("power", "power/")
-    assert "power/status" in PowerLimitTuner.summary_keys
-    assert "green" in PowerLimitTuner.recipes
-    tuner = PowerLimitTuner()
+    assert MethodInfo("power", target, path).load_class() is Power
+    assert (Power.name, Power.figure_prefix) == ("power", "power/")
+    assert "power/status" in Power.summary_keys
+    assert "green" in Power.recipes
+    tuner = Power()
     assert tuner.requirements() == frozenset({"energy"})
     assert tuner.if_not_applicable == "fail" and tuner.state_key == "wattwise.power"
 
 
 def test_if_not_applicable_must_be_fail_or_skip():
     with pytest.raises(ConfigError, match=r"^callbacks\.power\.if_not_applicable must be fail or skip"):
-        PowerLimitTuner(if_not_applicable="ignore")
+        Power(if_not_applicable="ignore")
 
 
 def test_report_rows_say_what_it_did_or_why_it_stepped_aside():
-    assert PowerLimitTuner.report_rows({"power/status": "tuned", "power/limit_W": 250}) == [
+    assert Power.report_rows({"power/status": "tuned", "power/limit_W": 250}) == [
         ("power limit (power)", "tuned, 250 W")
     ]
-    assert PowerLimitTuner.report_rows({"power/status": "no_permission"}) == [
-        ("power limit (power)", "no_permission")
-    ]
+    assert Power.report_rows({"power/status": "no_permission"}) == [("power limit (power)", "no_permission")]
     skipped = {"power/status": "skipped", "power/skipped": "no GPU visible to Zeus (no_gpu)"}
-    assert PowerLimitTuner.report_rows(skipped) == [("power", "skipped: no GPU visible to Zeus (no_gpu)")]
-    assert PowerLimitTuner.report_rows({}) == []
+    assert Power.report_rows(skipped) == [("power", "skipped: no GPU visible to Zeus (no_gpu)")]
+    assert Power.report_rows({}) == []
 
 
 # ---- stepping aside -------------------------------------------------------------------------------
@@ -101,8 +99,8 @@ def _stub_trainer(device: str) -> types.SimpleNamespace:
 @pytest.mark.parametrize("device, reason", [("cuda", "no_meter"), ("cpu", "no_gpu")])
 def test_without_the_zeus_meter_it_steps_aside_with_the_reason(device, reason):
     with pytest.raises(NotApplicableError, match=reason):
-        PowerLimitTuner().on_fit_start(_stub_trainer(device), None)
-    tuner = PowerLimitTuner(if_not_applicable="skip")
+        Power().on_fit_start(_stub_trainer(device), None)
+    tuner = Power(if_not_applicable="skip")
     tuner.on_fit_start(_stub_trainer(device), None)
     figures = tuner.summary_figures()
     assert figures["power/status"] == "skipped" and figures["power/reason"] == reason
@@ -155,7 +153,7 @@ def test_an_announced_structure_change_restarts_profiling(
 
 # ---- the Zeus boundary --------------------------------------------------------------------------------
 ZEUS_IMPORT = re.compile(r"^\s*(import zeus\b|from zeus\b)", re.MULTILINE)
-ALLOWED = {"src/wattwise/optim/power/zeus_adapter.py", "src/wattwise/energy/meter.py"}
+ALLOWED = {"src/wattwise/methods/shared/zeus_adapter.py", "src/wattwise/energy/meter.py"}
 
 
 def test_only_the_adapter_and_the_energy_meter_import_zeus():
@@ -163,8 +161,8 @@ def test_only_the_adapter_and_the_energy_meter_import_zeus():
     importers = {
         str(path.relative_to(ROOT)) for path in src.rglob("*.py") if ZEUS_IMPORT.search(path.read_text())
     }
-    assert importers - ALLOWED == set(), "import Zeus through wattwise.optim.power.zeus_adapter"
-    assert "src/wattwise/optim/power/zeus_adapter.py" in importers  # the pattern does find imports
+    assert importers - ALLOWED == set(), "import Zeus through wattwise.methods.shared.zeus_adapter"
+    assert "src/wattwise/methods/shared/zeus_adapter.py" in importers  # the pattern does find imports
     doc = (src / "optim" / "power" / "zeus_adapter.py").read_text()
     assert "0.16.0" in doc.split('"""')[1]  # the docstring names the Zeus version it was checked with
 
@@ -174,7 +172,8 @@ def test_importing_the_method_does_not_import_zeus():
     import sys
 
     code = (
-        "import sys, wattwise.optim.power_limit; print(any(m.split('.')[0] == 'zeus' for m in sys.modules))"
+        "import sys, wattwise.methods.power.callback; "
+        "print(any(m.split('.')[0] == 'zeus' for m in sys.modules))"
     )
     out = subprocess.run(
         [sys.executable, "-c", code],
@@ -210,7 +209,7 @@ def test_a_zeusd_without_gpu_control_falls_back_to_nvml_and_says_no_permission_o
 
     from fake_zeusd import running_zeusd
 
-    caplog.set_level(logging.WARNING, logger="wattwise.optim.power_limit")
+    caplog.set_level(logging.WARNING, logger="wattwise.methods.power.callback")
     gpu = PowerGPU(limit_W=275, permitted=False)
     with running_zeusd(gpu, control=False) as daemon:
         monkeypatch.setenv("ZEUSD_SOCK_PATH", daemon.server_address)
@@ -223,7 +222,7 @@ def test_a_zeusd_without_gpu_control_falls_back_to_nvml_and_says_no_permission_o
 
 
 def test_an_unreachable_zeusd_socket_falls_back_to_nvml(monkeypatch, tmp_path):
-    from wattwise.optim.power import zeus_adapter
+    from wattwise.methods.shared import zeus_adapter
 
     monkeypatch.setenv("ZEUSD_SOCK_PATH", str(tmp_path / "nobody-listens.sock"))
     client, why = zeus_adapter.zeusd_client()

@@ -23,9 +23,9 @@ from conftest import ROOT
 from fake_gpu import install_fake_gpus
 from fake_gpu_power import STEP_TIME_REL, PowerGPU, expected_limit, install_power_gpu, step_time_s
 
-from wattwise.optim.power.plan import limits_W, segment_batches
-from wattwise.optim.power.profiler import block_size
-from wattwise.optim.power_limit import PowerLimitTuner, make_selector
+from wattwise.methods.power.callback import Power, make_selector
+from wattwise.methods.power.plan import limits_W, segment_batches
+from wattwise.methods.power.profiler import block_size
 from wattwise.train import train
 from wattwise.utils.errors import ConfigError
 
@@ -41,8 +41,8 @@ TUNE = [
     "+callbacks.gpu_model._target_=fake_gpu_power.StepModel",
 ]
 LONG_EPOCH = ["trainer.limit_train_batches=20"]  # 1 wait + 5 limits x 3 steps fit in one epoch
-LOGGER = "wattwise.optim.power_limit"
-BASE_LOGGER = "wattwise.optim.base"  # where a method's step-aside line is logged
+LOGGER = "wattwise.methods.power.callback"
+BASE_LOGGER = "wattwise.methods.base"  # where a method's step-aside line is logged
 
 
 @pytest.fixture(autouse=True)
@@ -50,7 +50,7 @@ def real_tuning_on_the_fake_gpu(monkeypatch, tmp_path):
     """These tests drive a fake GPU, so they lift conftest's forced dry run (the no-GPU test pins
     Zeus to see no GPU at all, so it cannot touch a real one either). No Zeus daemon is seen,
     whatever this machine runs: tests of the daemon start their own (tests/fake_zeusd.py)."""
-    import wattwise.optim.power.zeus_adapter as adapter
+    import wattwise.methods.shared.zeus_adapter as adapter
 
     monkeypatch.delenv("WATTWISE_POWER_DRY_RUN", raising=False)
     for name in ("ZEUSD_SOCK_PATH", "ZEUSD_HOST_PORT", "ZEUSD_TOKEN"):
@@ -64,7 +64,7 @@ def atexit_guard(monkeypatch):
     tuner's own hook (it restores the original limit) must be gone once the fit is over."""
     import zeus.optimizer.power_limit as zpl
 
-    import wattwise.optim.power.guard as ours
+    import wattwise.methods.power.guard as ours
 
     zeus_registered, live = [], []
 
@@ -214,7 +214,7 @@ def test_profile_cache_skips_profiling_and_dry_run_changes_nothing(make_cfg):
 
 
 def test_the_profile_key_covers_gpu_net_input_batch_precision_and_world_size(tmp_path):
-    tuner = PowerLimitTuner(profile_dir=str(tmp_path))
+    tuner = Power(profile_dir=str(tmp_path))
     key = {
         "gpu": "NVIDIA H100 80GB HBM3",
         "net": "0123abcd",
@@ -237,7 +237,7 @@ def test_the_profile_key_covers_gpu_net_input_batch_precision_and_world_size(tmp
         ("pl_step_W", 50),
     ]:
         assert tuner._profile_path({**key, field: other}) != path, field
-    assert PowerLimitTuner(profile_dir=None)._profile_path(key) is None
+    assert Power(profile_dir=None)._profile_path(key) is None
 
 
 def test_dry_run_without_a_cache_lists_the_limits_it_would_try(make_cfg):
@@ -436,7 +436,7 @@ def test_no_gpu_with_skip_the_option_steps_aside_in_one_line_and_the_run_proceed
 )
 def test_bad_settings_fail_fast_naming_the_key(kwargs, key):
     with pytest.raises(ConfigError, match=f"^{key}"):
-        PowerLimitTuner(**kwargs)
+        Power(**kwargs)
 
 
 def test_bad_setting_from_the_config_is_a_config_error(make_cfg):

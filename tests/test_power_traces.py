@@ -2,7 +2,7 @@
 
 Each row set of a trace (one job's epoch time and average power at each limit measured on a V100,
 A40, RTX 6000 or P100) is replayed through a fake card (tests/fake_gpu_trace.py) while the real
-`PowerLimitTuner`, the run's real Zeus monitor and Zeus's real selectors choose. The expectation is
+`Power`, the run's real Zeus monitor and Zeus's real selectors choose. The expectation is
 the trace's optimum among the limits the card supports (and the trace measured), computed from
 the CSV by each selector's definition, not by Zeus's code.
 """
@@ -22,16 +22,16 @@ from test_power_limit import (  # noqa: F401 - the autouse fixtures apply here t
     real_tuning_on_the_fake_gpu,
 )
 
-from wattwise.optim.power.plan import limits_W
-from wattwise.optim.power_limit import PowerLimitTuner
+from wattwise.methods.power.callback import Power
+from wattwise.methods.power.plan import limits_W
 
 SELECTORS = ("energy", "time", "zeus_cost", "max_slowdown")
 FAST_SETS_PER_CARD = 4  # the first few row sets of each card in the fast test; all of them in the slow one
 
 
-def _tuner(selector: str, rows, **kwargs) -> PowerLimitTuner:  # noqa: ANN001
+def _tuner(selector: str, rows, **kwargs) -> Power:  # noqa: ANN001
     settings = {"wait_steps": 1, "warmup_steps": 1, "profile_steps": 4, "blocks": 2, **kwargs}
-    return PowerLimitTuner(selector=selector, pl_step_W=spacing_W(rows), **settings)
+    return Power(selector=selector, pl_step_W=spacing_W(rows), **settings)
 
 
 def _misses(card: str, keys) -> list[str]:  # noqa: ANN001
@@ -74,7 +74,7 @@ def test_rtx6000_tries_its_minimum_and_picks_it_where_the_trace_says_so():
     assert len(at_min) == 6  # the row sets where the card's minimum is the energy optimum
     for key in at_min:
         rows = sets[key]
-        tuner = PowerLimitTuner(
+        tuner = Power(
             selector="energy", warmup_steps=1, profile_steps=4, blocks=2, pl_step_W=25
         )  # the default step
         replay(tuner, TraceGPU(rows))
@@ -212,7 +212,7 @@ def test_the_pooled_figures_live_where_the_backend_reduces(monkeypatch, backend,
     import torch
     import torch.distributed as dist
 
-    from wattwise.optim.power.collective import collective_device
+    from wattwise.methods.shared.collective import collective_device
 
     monkeypatch.setattr(dist, "get_backend", lambda group=None: backend)
     monkeypatch.setattr(torch.cuda, "current_device", lambda: 1)

@@ -11,8 +11,8 @@ import torch
 from conftest import CONF_DIR, ROOT, compose_cfg, run_cli
 from torch import nn
 
+from wattwise.methods.prune.callback import Prune, restore_structure, schedule_ratios, tensor_shapes
 from wattwise.models import CNN, ClassifierModule
-from wattwise.optim.prune import StructuredPruning, restore_structure, schedule_ratios, tensor_shapes
 from wattwise.train import build, train
 from wattwise.utils.errors import ConfigError
 
@@ -62,7 +62,7 @@ def _fit(cfg, *probes: L.Callback, before: L.Callback | None = None):
 )
 def test_bad_settings_fail_fast(kwargs, message):
     with pytest.raises(ValueError, match=message):
-        StructuredPruning(**kwargs)
+        Prune(**kwargs)
 
 
 def test_bad_setting_is_a_config_error(make_cfg):

@@ -1,6 +1,6 @@
 """+optim=prune beyond CNNs: token Transformers, nets it does not apply to, the export, the contract.
 
-Modules are built directly (ClassifierModule + lightning.Trainer + StructuredPruning) so these
+Modules are built directly (ClassifierModule + lightning.Trainer + Prune) so these
 tests do not depend on how train.py wires methods in.
 """
 
@@ -16,9 +16,9 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from mypkg import GRUNet, MyDataModule, SignalDataModule, TokenDataModule, TokenTransformer
 from torch import nn
 
+from wattwise.methods.base import EnergyMethod, NotApplicableError
+from wattwise.methods.prune.callback import Prune, restore_structure, tensor_shapes
 from wattwise.models import CNN, ClassifierModule
-from wattwise.optim.base import EnergyMethod, NotApplicableError
-from wattwise.optim.prune import StructuredPruning, restore_structure, tensor_shapes
 from wattwise.utils.errors import ConfigError
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "wattwise"
@@ -47,9 +47,9 @@ def _tokens(**net_kwargs):
     return dm, ClassifierModule(net=net, num_classes=dm.num_classes)
 
 
-def _prune(**kwargs) -> StructuredPruning:
+def _prune(**kwargs) -> Prune:
     defaults = {"start_epoch": 1, "end_epoch": 1, "ratio": 0.5, "export_program": False}
-    return StructuredPruning(**{**defaults, **kwargs})
+    return Prune(**{**defaults, **kwargs})
 
 
 # ---- token inputs -----------------------------------------------------------------------------------
@@ -74,7 +74,7 @@ def test_tracing_with_real_samples_leaves_the_global_rng_alone(tmp_path):
     trainer._data_connector.attach_datamodule(module, datamodule=dm)
     dm.setup("fit")
     state = torch.random.get_rng_state()
-    from wattwise.optim.pruning.inputs import example_input
+    from wattwise.methods.shared.inputs import example_input
 
     x = example_input(dm, module.net, None, "callbacks.prune")
     assert torch.equal(torch.random.get_rng_state(), state)
@@ -244,9 +244,9 @@ def test_a_gru_with_skip_trains_unpruned_and_says_why(tmp_path):
     assert trainer.current_epoch == 2 and tensor_shapes(module.net) == shapes
     figures = cb.summary_figures()
     assert figures["prune/status"] == "skipped" and "no prunable channel group" in figures["prune/skipped"]
-    assert not any(k in figures for k in StructuredPruning.summary_keys)
+    assert not any(k in figures for k in Prune.summary_keys)
     assert not (tmp_path / "out").exists()
-    assert StructuredPruning.report_rows(figures) == [("prune", f"skipped: {figures['prune/skipped']}")]
+    assert Prune.report_rows(figures) == [("prune", f"skipped: {figures['prune/skipped']}")]
 
 
 def test_a_net_under_min_base_macs_steps_aside(tmp_path):
@@ -261,7 +261,7 @@ def test_a_net_under_min_base_macs_steps_aside(tmp_path):
 
 
 def test_a_net_torch_pruning_cannot_trace_steps_aside(tmp_path, monkeypatch):
-    from wattwise.optim.pruning import tp_adapter
+    from wattwise.methods.prune import tp_adapter
 
     def untraceable(*args, **kwargs):
         raise RuntimeError("unsupported operation in the graph\nmore lines of torch-pruning's traceback")
@@ -280,33 +280,33 @@ def test_a_net_torch_pruning_cannot_trace_steps_aside(tmp_path, monkeypatch):
 
 # ---- the contract -------------------------------------------------------------------------------------
 def test_prune_declares_the_method_contract(tmp_path):
-    assert issubclass(StructuredPruning, EnergyMethod)
-    cb = StructuredPruning()
+    assert issubclass(Prune, EnergyMethod)
+    cb = Prune()
     assert (cb.name, cb.figure_prefix, cb.state_key, cb.status) == (
         "prune",
         "prune/",
         "wattwise.prune",
         "idle",
     )
-    assert StructuredPruning.recipes == {"green": {"min_base_macs": 100000}}
+    assert Prune.recipes == {"green": {"min_base_macs": 100000}}
     with pytest.raises(ConfigError, match=r"^callbacks.prune.if_not_applicable must be fail or skip"):
-        StructuredPruning(if_not_applicable="maybe")
+        Prune(if_not_applicable="maybe")
     with pytest.raises(ConfigError, match=r"^callbacks.prune.ratio must be in \[0, 1\), got 1.2"):
-        StructuredPruning(ratio=1.2)
+        Prune(ratio=1.2)
     torch.manual_seed(0)
     dm = MyDataModule()
     module = ClassifierModule(net=CNN((1, 8, 8), 2, (16, 32)), num_classes=2)
     cb = _prune(round_to=None)
     _trainer(tmp_path, cb, epochs=2, checkpoint=False).fit(module, datamodule=dm)
     figures = cb.summary_figures()
-    assert figures["prune/status"] == "active" and set(StructuredPruning.summary_keys) <= set(figures)
+    assert figures["prune/status"] == "active" and set(Prune.summary_keys) <= set(figures)
     assert all(k.startswith("prune/") for k in figures)
-    [(label, text)] = StructuredPruning.report_rows(figures)
+    [(label, text)] = Prune.report_rows(figures)
     assert (
         label == "MACs (prune)"
         and f"{figures['prune/macs']:,.0f} of {figures['prune/base_macs']:,.0f}" in text
     )
-    restored = StructuredPruning()
+    restored = Prune()
     restored.load_state_dict(cb.state_dict())
     assert restored.state_dict() == cb.state_dict()
 

@@ -1,4 +1,4 @@
-"""Quantization-aware training (`+optim=qat`, optim/quantize.py): what it promises.
+"""Quantization-aware training (`+optim=qat`, methods/qat/callback.py): what it promises.
 
 The contract tests (test_contract.py) already run it on every net of the zoo, resume it and
 compose it with every other method; these check what QAT itself claims: which layers it
@@ -18,7 +18,7 @@ from conftest import compose_cfg, train_in_process
 from hydra.core.global_hydra import GlobalHydra
 from torch import nn
 
-from wattwise.optim import quantize
+from wattwise.methods.qat import callback as quantize
 from wattwise.train import build
 from wattwise.utils.errors import ConfigError
 

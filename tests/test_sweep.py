@@ -22,7 +22,7 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
 from wattwise.compare import compare
-from wattwise.optim import registry
+from wattwise.methods import registry
 from wattwise.sweep import sqlite_url
 from wattwise.train import train
 from wattwise.utils.errors import ConfigError

@@ -17,7 +17,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from wattwise.config_dir import CONF_DIR
-from wattwise.optim.registry import register_recipes
+from wattwise.methods.registry import register_recipes
 from wattwise.sweep import in_multirun, launcher_info
 from wattwise.utils.errors import ConfigError, OutputError, exit_with_error
 from wattwise.utils.run_dirs import register_run_dir_resolvers
@@ -74,7 +74,7 @@ def build(cfg: DictConfig) -> dict[str, Any]:
     """Instantiate datamodule, module, callbacks (ordered by `optim.assemble`), loggers and trainer."""
     from hydra.utils import instantiate
 
-    from wattwise.optim.assemble import assemble
+    from wattwise.methods.assemble import assemble
     from wattwise.utils.instantiate import build_at, build_datamodule, build_dict, build_module
     from wattwise.utils.run_info import command_line_keys
 
@@ -151,7 +151,7 @@ def torch_threads() -> int:
 
 
 def train(cfg: DictConfig) -> Any:
-    from wattwise.optim.registry import run_label
+    from wattwise.methods.registry import run_label
     from wattwise.utils.report import format_report
     from wattwise.utils.resume import check_resume
     from wattwise.utils.run_info import device_description, hydra_overrides, versions

@@ -52,7 +52,7 @@ class ClassifierModule(L.LightningModule):
         self.train_acc = MulticlassAccuracy(num_classes=num_classes, average="micro")
         self.val_acc = MulticlassAccuracy(num_classes=num_classes, average="micro")
         self.test_acc = MulticlassAccuracy(num_classes=num_classes, average="micro")
-        self.loss_terms: list[LossTerm] = []  # methods append/remove theirs (optim/distill.py)
+        self.loss_terms: list[LossTerm] = []  # methods append/remove theirs (methods/distill/callback.py)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -88,7 +88,7 @@ class ClassifierModule(L.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Runs before the weights load: resize layers to a saved (e.g. pruned) architecture."""
-        from wattwise.optim.prune import restore_structure
+        from wattwise.methods.prune.callback import restore_structure
 
         restore_structure(self, checkpoint)
 

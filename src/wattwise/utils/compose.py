@@ -25,7 +25,7 @@ def compose_run_config(
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import open_dict
 
-    from wattwise.optim.registry import register_recipes
+    from wattwise.methods.registry import register_recipes
     from wattwise.utils.run_dirs import register_run_dir_resolvers
 
     register_recipes()

@@ -72,7 +72,7 @@ class LastCheckpoint(ModelCheckpoint):
 
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
         """Every checkpoint of the run (best, last, hpc) records what it was trained on."""
-        from wattwise.optim.base import energy_methods
+        from wattwise.methods.base import energy_methods
 
         datamodule = trainer.datamodule
         shape = getattr(datamodule, "input_shape", None)

@@ -20,7 +20,7 @@ def _fmt_small_J(j: float) -> str:
 
 def _option_rows(s: Mapping[str, Any]) -> list[tuple[str, str]]:
     """One line per energy method that ran, saying what it did: each method's own `report_rows`."""
-    from wattwise.optim.registry import method_classes
+    from wattwise.methods.registry import method_classes
 
     return [row for cls in method_classes().values() for row in cls.report_rows(s)]
 

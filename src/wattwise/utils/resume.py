@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from wattwise.optim.pruning.structure import STRUCTURE_KEY
+from wattwise.methods.shared.structure import STRUCTURE_KEY
 from wattwise.utils.errors import ConfigError
 from wattwise.utils.preemption import RUN_IDENTITY_KEY
 

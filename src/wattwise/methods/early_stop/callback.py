@@ -1,0 +1,528 @@
+"""Energy-aware early stopping: stop when another kilojoule no longer buys accuracy (`+optim=early_stop`).
+
+Method card
+-----------
+What it does
+    At the end of every training epoch (after validation, after the EnergyMonitor has closed
+    the epoch's energy) it checks four rules and stops the fit when any fires, saying which:
+
+    - ``energy_budget``: the fit has a budget (``budget_J`` or ``budget_kWh``). It predicts the
+      next epoch's cost as the largest of the last ``window`` measured epochs and stops
+      *before* an epoch that would cross the budget, not after.
+    - ``diminishing_returns``: the best value of the monitored metric improved by too little
+      per kilojoule over the last ``window`` epochs, for ``diminishing_patience`` epochs in a
+      row. "Too little" is relative by default: below ``min_gain_fraction`` of the run's own
+      average improvement per kilojoule so far (scale-free: the same setting works for an
+      MLP on a CPU and a ResNet on a GPU). An absolute floor in metric units per kJ
+      (``min_gain_per_kJ``) can be set instead or as well.
+    - ``target_reached``: the metric reached ``target`` (time-to-accuracy style).
+    - ``patience``: the ordinary rule (no improvement by more than ``min_delta`` for
+      ``patience`` validations), off unless set, so one callback covers what users expect.
+
+    The reason, the epoch and the energy at the stop go to ``summary.json`` and the loggers as
+    ``stop/reason``, ``stop/epoch`` (epochs trained) and ``stop/energy_J`` (``max_epochs`` when
+    no rule fired). Each epoch it logs ``stop/gain_per_kJ`` and ``stop/min_gain_per_kJ``, the
+    two numbers the diminishing-returns rule compares, so a threshold can be tuned from a log.
+
+What it saves
+    The epochs past the point of diminishing returns. On digits (MLP, CPU, estimated energy,
+    ``trainer.max_epochs=40``) the defaults used about a third of the fixed-epoch energy at
+    the same median test accuracy; see the card (methods/early_stop/README.md) and bench/RESULTS.md.
+
+What it costs
+    Nothing per step: it reads the monitor's per-epoch figures once per epoch (one all-reduce
+    per epoch under DDP, to agree on the decision). Stopping early can lose accuracy a longer
+    run would have found; the best checkpoint (not the last epoch) is what gets tested, which
+    limits the loss to what later epochs would have added.
+
+When not to use it
+    Schedules that need the full length to pay off (one-cycle, cosine decay to zero, warm
+    restarts): their metric plateaus and then improves late, and a plateau rule stops them in
+    the plateau. Set a ``target`` or a budget only, or a larger ``window``. Runs without an
+    energy measurement (``energy=off``) cannot use the energy rules.
+
+How it composes
+    It only reads the run's single EnergyMonitor (no second Zeus monitor) and sets
+    ``trainer.should_stop``. Anything that makes epochs cheaper (pruning, AMP, power limits)
+    raises the metric gain per kJ, and the rule accounts for that: cheaper epochs are allowed
+    to run longer for the same gain. Its state (the per-epoch history) is kept in checkpoints,
+    so a resumed run continues with the energy already spent counted against the budget.
+    When another method changes the net's structure (a prune), patience, diminishing returns
+    and the target restart from that epoch: the smaller net is judged on its own progress, not
+    against the wider net's best. An epoch that ends at `trainer.max_epochs` is never called an
+    early stop: its reason is `max_epochs`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import lightning as L
+
+from wattwise.energy.monitor import J_PER_KWH, EnergyMonitor, find_energy_monitor
+from wattwise.methods.base import STATUS_ACTIVE, EnergyMethod, StructureChange
+from wattwise.utils.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+KEY = "callbacks.early_stop"
+REASONS = ("target_reached", "energy_budget", "diminishing_returns", "patience")
+
+
+@dataclass
+class EpochRecord:
+    """One training epoch as the rules see it.
+
+    metric is None for an epoch without validation (check_val_every_n_epoch > 1);
+    epoch_J is that epoch's energy (training + validation), spent_J the fit's total after it.
+    """
+
+    epoch: int
+    metric: float | None
+    epoch_J: float
+    spent_J: float
+
+
+# ---- the rules, as pure functions of the history (unit-testable, and replayable after resume) ----------
+
+
+def _signed(history: list[EpochRecord], sign: float) -> list[float | None]:
+    """Best-so-far of the metric after each epoch, in a space where larger is better."""
+    best: float | None = None
+    out: list[float | None] = []
+    for rec in history:
+        if rec.metric is not None:
+            v = sign * rec.metric
+            best = v if best is None else max(best, v)
+        out.append(best)
+    return out
+
+
+def diminishing_returns_rates(
+    history: list[EpochRecord],
+    sign: float,
+    window: int,
+    min_gain_fraction: float | None,
+    min_gain_per_kJ: float | None,
+) -> list[tuple[float, float] | None]:
+    """For each epoch, (gain per kJ over the last `window` epochs, the threshold it must reach), or None.
+
+    gain = best-so-far now - best-so-far `window` epochs ago (never negative), per kJ spent in
+    those `window` epochs. The threshold is the larger of `min_gain_per_kJ` and
+    `min_gain_fraction` x the run's average gain per kJ since its first validated epoch.
+    """
+    best = _signed(history, sign)
+    first = next((i for i, b in enumerate(best) if b is not None), None)
+    out: list[tuple[float, float] | None] = []
+    for i, rec in enumerate(history):
+        if first is None or rec.metric is None or i - window < first:
+            out.append(None)
+            continue
+        gain = best[i] - best[i - window]  # type: ignore[operator]
+        kJ = sum(r.epoch_J for r in history[i - window + 1 : i + 1]) / 1000.0
+        rate = gain / kJ if kJ > 0 else (math.inf if gain > 0 else 0.0)
+        threshold = 0.0
+        if min_gain_per_kJ is not None:
+            threshold = max(threshold, min_gain_per_kJ)
+        if min_gain_fraction is not None:
+            spent_kJ = sum(r.epoch_J for r in history[first + 1 : i + 1]) / 1000.0
+            average = (best[i] - best[first]) / spent_kJ if spent_kJ > 0 else 0.0  # type: ignore[operator]
+            threshold = max(threshold, min_gain_fraction * average)
+        out.append((rate, threshold))
+    return out
+
+
+def diminishing_returns_fired(
+    history: list[EpochRecord],
+    sign: float,
+    window: int,
+    min_gain_fraction: float | None,
+    min_gain_per_kJ: float | None,
+    diminishing_patience: int,
+) -> bool:
+    """True when the last `diminishing_patience` validated epochs all fell below the threshold.
+
+    An epoch with no gain at all over its window always counts as below.
+    """
+    if min_gain_fraction is None and min_gain_per_kJ is None:
+        return False
+    below = 0
+    for entry in diminishing_returns_rates(history, sign, window, min_gain_fraction, min_gain_per_kJ):
+        if entry is None:
+            continue
+        rate, threshold = entry
+        below = below + 1 if (rate <= 0 or rate < threshold) else 0
+    return bool(history) and history[-1].metric is not None and below >= diminishing_patience
+
+
+def patience_fired(history: list[EpochRecord], sign: float, patience: int | None, min_delta: float) -> bool:
+    """The ordinary rule: `patience` validations in a row without improving by more than `min_delta`."""
+    if patience is None:
+        return False
+    best: float | None = None
+    wait = 0
+    for rec in history:
+        if rec.metric is None:
+            continue
+        v = sign * rec.metric
+        if best is None or v - best > min_delta:
+            best, wait = v, 0
+        else:
+            wait += 1
+    return wait >= patience
+
+
+def target_fired(history: list[EpochRecord], sign: float, target: float | None) -> bool:
+    if target is None or not history or history[-1].metric is None:
+        return False
+    return sign * history[-1].metric >= sign * target
+
+
+def next_epoch_J(history: list[EpochRecord], window: int) -> float | None:
+    """The predicted cost of the next epoch: the largest of the last `window` measured epochs."""
+    recent = [r.epoch_J for r in history[-window:]]
+    return max(recent) if recent else None
+
+
+def budget_fired(history: list[EpochRecord], spent_J: float, budget_J: float | None, window: int) -> bool:
+    """True when the next epoch, at the cost of the recent ones, would take the fit past the budget."""
+    if budget_J is None:
+        return False
+    if spent_J >= budget_J:
+        return True
+    predicted = next_epoch_J(history, window)
+    return predicted is not None and spent_J + predicted > budget_J
+
+
+# ---- the callback --------------------------------------------------------------------------------------
+
+
+def _number(name: str, value: Any, *, low: float | None = None, strict: bool = False, integer=False) -> None:
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    if ok and integer:
+        ok = float(value).is_integer()
+    if ok and low is not None:
+        ok = value > low if strict else value >= low
+    if not ok:
+        kind = "an integer" if integer else "a number"
+        bound = "" if low is None else f" {'>' if strict else '>='} {low:g}"
+        raise ConfigError(f"{KEY}.{name} must be {kind}{bound}, got {value!r}")
+
+
+class EarlyStop(EnergyMethod):
+    """Stop the fit when an energy budget, diminishing returns per kJ, a target or patience says so.
+
+    Args:
+        monitor: the metric the rules watch (must be logged, e.g. `val/acc`).
+        mode: `max` if larger is better, `min` if smaller is better.
+        budget_J, budget_kWh: energy budget for the whole fit (give one of them, or neither).
+        window: epochs over which the gain per kJ is measured, and whose largest cost predicts
+            the next epoch's for the budget rule (>= 1).
+        min_gain_fraction: diminishing returns fire when the window's gain per kJ falls below this
+            fraction of the run's average gain per kJ so far (null: no relative threshold).
+        min_gain_per_kJ: an absolute floor, in metric units per kJ (null: none). With both null
+            the diminishing-returns rule is off.
+        diminishing_patience: validated epochs in a row below the threshold before stopping (>= 1).
+        target: stop as soon as the metric reaches this value (null: no target).
+        patience: the ordinary rule: validations without improvement before stopping (null: off).
+        min_delta: improvement smaller than this does not count, for `patience` (>= 0).
+        if_not_applicable: `fail` or `skip` where the energy rules have no measured energy.
+    """
+
+    name = "early_stop"
+    figure_prefix = "stop/"
+    summary_keys = ("stop/reason", "stop/epoch", "stop/energy_J")
+    recipes = {"green": {}}
+
+    def __init__(
+        self,
+        monitor: str = "val/acc",
+        mode: str = "max",
+        budget_J: float | None = None,
+        budget_kWh: float | None = None,
+        window: int = 8,
+        min_gain_fraction: float | None = 0.2,
+        min_gain_per_kJ: float | None = None,
+        diminishing_patience: int = 4,
+        target: float | None = None,
+        patience: int | None = None,
+        min_delta: float = 0.0,
+        if_not_applicable: str = "fail",
+    ) -> None:
+        super().__init__(if_not_applicable)
+        if not isinstance(monitor, str) or not monitor:
+            raise ConfigError(
+                f"{KEY}.monitor must be the name of a logged metric, e.g. val/acc, got {monitor!r}"
+            )
+        if mode not in ("min", "max"):
+            raise ConfigError(f"{KEY}.mode must be min or max, got {mode!r}")
+        if budget_J is not None and budget_kWh is not None:
+            raise ConfigError(
+                f"{KEY}: set budget_J or budget_kWh, not both (got {budget_J} J and {budget_kWh} kWh)"
+            )
+        if budget_J is not None:
+            _number("budget_J", budget_J, low=0, strict=True)
+        if budget_kWh is not None:
+            _number("budget_kWh", budget_kWh, low=0, strict=True)
+        _number("window", window, low=1, integer=True)
+        if min_gain_fraction is not None:
+            _number("min_gain_fraction", min_gain_fraction, low=0)
+        if min_gain_per_kJ is not None:
+            _number("min_gain_per_kJ", min_gain_per_kJ, low=0)
+        _number("diminishing_patience", diminishing_patience, low=1, integer=True)
+        if target is not None:
+            _number("target", target)
+        if patience is not None:
+            _number("patience", patience, low=1, integer=True)
+        _number("min_delta", min_delta, low=0)
+
+        self.monitor = monitor
+        self.mode = mode
+        self.sign = 1.0 if mode == "max" else -1.0
+        self.budget_J = float(budget_J) if budget_J is not None else None
+        if budget_kWh is not None:
+            self.budget_J = float(budget_kWh) * J_PER_KWH
+        self.window = int(window)
+        self.min_gain_fraction = None if min_gain_fraction is None else float(min_gain_fraction)
+        self.min_gain_per_kJ = None if min_gain_per_kJ is None else float(min_gain_per_kJ)
+        self.diminishing_patience = int(diminishing_patience)
+        self.target = None if target is None else float(target)
+        self.patience = None if patience is None else int(patience)
+        self.min_delta = float(min_delta)
+
+        self.history: list[EpochRecord] = []
+        self.since = (
+            0  # history index from which patience/diminishing returns/target count (a prune restarts)
+        )
+        self.stopped: dict[str, Any] | None = None  # reason, epoch, energy_J of the stop
+        self._final: dict[str, Any] | None = None  # epoch and energy at train end when no rule fired
+        self._monitor: EnergyMonitor | None = None
+        self._epoch_start_J = 0.0
+        self._epochs_logged = 0
+        self._validated_epoch: int | None = None  # the epoch whose validation has run
+        self._validated_value: float | None = None
+        self._fitting = True
+
+    @property
+    def uses_energy(self) -> bool:
+        return (
+            self.budget_J is not None
+            or self.min_gain_fraction is not None
+            or self.min_gain_per_kJ is not None
+        )
+
+    def requirements(self) -> frozenset[str]:
+        return frozenset({"energy"}) if self.uses_energy else frozenset()
+
+    def on_structure_change(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, change: StructureChange
+    ) -> None:
+        # The net that reaches the next validation is a different one: judge it from here on.
+        self.since = len(self.history)
+
+    # ---- energy -------------------------------------------------------------------------
+    def _spent_J(self, trainer: L.Trainer) -> float:
+        """Energy of the fit so far; the monitor's totals are already summed over DDP ranks."""
+        return float((self._monitor.total_J if self._monitor else None) or 0.0)
+
+    # ---- hooks --------------------------------------------------------------------------
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self._fitting = stage == "fit"
+        if stage != "fit" or not self.active:
+            return
+        self._monitor = find_energy_monitor(trainer)
+        if self.uses_energy and (self._monitor is None or self._monitor.mode == "off"):
+            self.step_aside(
+                "its energy rules need the run's energy measured, but energy is not measured: use "
+                f"energy=auto or energy=estimate, or turn the energy rules off ({KEY}.budget_J=null "
+                f"{KEY}.min_gain_fraction=null {KEY}.min_gain_per_kJ=null)",
+                trainer,
+            )
+            return
+        self.status = STATUS_ACTIVE
+        if self._monitor is not None:
+            callbacks = trainer.callbacks
+            if callbacks.index(self._monitor) > callbacks.index(self):
+                raise ConfigError(
+                    f"{KEY} must come after the EnergyMonitor in trainer.callbacks: it reads the energy the "
+                    "monitor closes at each epoch's end."
+                )
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not self.active:
+            return
+        self.stopped, self._final = None, None
+        self._epochs_logged = len(self._monitor.epoch_energies_J) if self._monitor else 0
+        # A resumed run: the restored history and the energy already spent may rule out even one more epoch.
+        if self.history and self.budget_J is not None:
+            spent = self._spent_J(trainer)
+            if budget_fired(self.history, spent, self.budget_J, self.window):
+                self._stop(trainer, ["energy_budget"], spent, epochs=trainer.current_epoch)
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not self.active:
+            return
+        # The monitor (earlier in the list) has just closed everything before this epoch.
+        self._epoch_start_J = (self._monitor.total_J or 0.0) if self._monitor else 0.0
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking or not self._fitting or not self.active:
+            return
+        value = trainer.callback_metrics.get(self.monitor)
+        if value is None:
+            self._missing_metric(trainer)
+        self._validated_epoch = trainer.current_epoch
+        self._validated_value = float(value)
+
+    def _missing_metric(self, trainer: L.Trainer) -> None:
+        logged = sorted(
+            k for k in trainer.callback_metrics if not k.startswith(("energy/", "carbon/", "time/"))
+        )
+        raise ConfigError(
+            f"{KEY}.monitor={self.monitor!r} was never logged. "
+            f"Logged metrics: {', '.join(logged) or 'none'}. Set {KEY}.monitor to one of them."
+        )
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not self.active:
+            return
+        epoch = trainer.current_epoch
+        metric = self._validated_value if self._validated_epoch == epoch else None
+        if metric is None and not _has_validation(trainer, pl_module):
+            value = trainer.callback_metrics.get(self.monitor)  # a training metric, with no validation loop
+            if value is None:
+                self._missing_metric(trainer)
+            metric = float(value)
+        spent = self._spent_J(trainer)
+        energies = self._monitor.epoch_energies_J if self._monitor else []
+        if len(energies) > self._epochs_logged:  # the monitor's (DDP-summed) figure for this epoch
+            epoch_J = energies[-1]
+        else:
+            epoch_J = spent - self._epoch_start_J
+        self._epochs_logged = len(energies)
+        self.history.append(EpochRecord(epoch=epoch, metric=metric, epoch_J=float(epoch_J), spent_J=spent))
+
+        rates = diminishing_returns_rates(
+            self.history,
+            self.sign,
+            self.window,
+            self.min_gain_fraction,
+            self.min_gain_per_kJ,
+        )
+        if rates and rates[-1] is not None and math.isfinite(rates[-1][0]):
+            pl_module.log_dict(
+                {"stop/gain_per_kJ": rates[-1][0], "stop/min_gain_per_kJ": rates[-1][1]},
+                on_step=False,
+                on_epoch=True,
+                rank_zero_only=True,
+            )
+
+        last = trainer.max_epochs is not None and 0 < trainer.max_epochs <= epoch + 1
+        fired = [] if last else self._evaluate(spent)  # the fit ends here anyway: reason max_epochs
+        decision = bool(fired)
+        if trainer.world_size > 1:  # every rank must take the same decision
+            decision = trainer.strategy.reduce_boolean_decision(decision, all=False)
+        if decision:
+            self._stop(trainer, fired or ["other_rank"], spent, epochs=epoch + 1)
+
+    def _evaluate(self, spent_J: float) -> list[str]:
+        # Budget: the whole fit's energy, the next epoch predicted from the current net's epochs.
+        h, s = self.history[self.since :], self.sign
+        checks = {
+            "target_reached": target_fired(h, s, self.target),
+            "energy_budget": budget_fired(h or self.history, spent_J, self.budget_J, self.window),
+            "diminishing_returns": diminishing_returns_fired(
+                h, s, self.window, self.min_gain_fraction, self.min_gain_per_kJ, self.diminishing_patience
+            ),
+            "patience": patience_fired(h, s, self.patience, self.min_delta),
+        }
+        return [name for name in REASONS if checks[name]]
+
+    def _stop(self, trainer: L.Trainer, reasons: list[str], spent_J: float, epochs: int) -> None:
+        trainer.should_stop = True
+        self.stopped = {"reason": reasons[0], "epoch": epochs, "energy_J": spent_J}
+        if not trainer.is_global_zero:
+            return
+        also = f" (also: {', '.join(reasons[1:])})" if len(reasons) > 1 else ""
+        log.info("Early stop after %d epochs, %.4g J spent: %s%s", epochs, spent_J, reasons[0], also)
+        if "energy_budget" in reasons and self.budget_J is not None:
+            predicted = next_epoch_J(self.history, self.window)
+            log.info("Budget %.4g J; the next epoch would cost about %.4g J", self.budget_J, predicted or 0.0)
+            if spent_J > self.budget_J:
+                log.warning(
+                    "The budget (%.4g J) was crossed before an epoch's cost was known (the first epoch, or "
+                    "set-up and sanity check); %s.budget_J is too small for one epoch of this run.",
+                    self.budget_J,
+                    KEY,
+                )
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not self.active:
+            return
+        if self.stopped is None:
+            reached = trainer.current_epoch >= (trainer.max_epochs or 0)
+            self._final = {
+                "reason": "max_epochs" if reached else "other",
+                "epoch": trainer.current_epoch,
+                "energy_J": self._spent_J(trainer),
+            }
+
+    # ---- results and checkpoints --------------------------------------------------------
+    def method_figures(self) -> dict[str, Any]:
+        """`stop/reason`, `stop/epoch` (epochs trained) and `stop/energy_J` for summary.json."""
+        info = self.stopped or self._final
+        if info is None:
+            return {}
+        return {"stop/reason": info["reason"], "stop/epoch": info["epoch"], "stop/energy_J": info["energy_J"]}
+
+    def state_dict(self) -> dict[str, Any]:
+        """The per-epoch history, so a resumed run replays the rules with the energy already spent.
+
+        Checkpoints are saved at validation end, before this epoch's record exists: the record is
+        added here from the validated metric and the energy the monitor has closed so far.
+        """
+        rows = [asdict(r) for r in self.history]
+        epoch = self._validated_epoch
+        if epoch is not None and (not self.history or self.history[-1].epoch < epoch) and self._monitor:
+            spent = self._monitor.total_J or 0.0
+            rows.append(asdict(EpochRecord(epoch, self._validated_value, spent - self._epoch_start_J, spent)))
+        return {"history": rows, "monitor": self.monitor, "mode": self.mode, "since": self.since}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if not self._fitting:
+            return  # trainer.test(ckpt_path="best") restores callbacks too: keep the fit's history
+        if state_dict.get("monitor") != self.monitor or state_dict.get("mode") != self.mode:
+            log.warning(
+                "Resuming with %s monitor=%s mode=%s, saved with monitor=%s mode=%s: metric history dropped.",
+                KEY,
+                self.monitor,
+                self.mode,
+                state_dict.get("monitor"),
+                state_dict.get("mode"),
+            )
+            self.history = [EpochRecord(**{**r, "metric": None}) for r in state_dict["history"]]
+            return
+        self.history = [EpochRecord(**r) for r in state_dict["history"]]
+        self.since = int(state_dict.get("since", 0))
+
+    @classmethod
+    def report_rows(cls, summary: Any) -> list[tuple[str, str]]:
+        rows = super().report_rows(summary)
+        if summary.get("stop/reason") is not None:
+            rows.append(
+                (
+                    "stopped (early_stop)",
+                    f"{summary['stop/reason']} after {summary.get('stop/epoch', '?')} epochs",
+                )
+            )
+        return rows
+
+
+def _has_validation(trainer: L.Trainer, pl_module: L.LightningModule) -> bool:
+    """Whether this fit validates at all (not whether it validated this epoch)."""
+    from lightning.pytorch.utilities.model_helpers import is_overridden
+
+    return trainer.limit_val_batches != 0 and is_overridden("validation_step", pl_module)

@@ -1,0 +1,398 @@
+"""Quantization-aware training to an int8 model with torchao: `+optim=qat`.
+
+Method card: README.md beside this file. In short: from `start_epoch` on, the net's `nn.Linear` layers train
+fake-quantised (int8 weights per output channel, int8 dynamic activations per token, the
+quantisation simulated in float so gradients flow); at the end a copy is converted to a real
+int8 model, exported beside the run (`int8_net.pt2`, a `torch.export` program, and
+`int8_state_dict.pt`), and compared with the float model on the test set: accuracy, size and
+inference energy per sample, each pass measured by the run's energy monitor.
+
+torchao is an optional dependency (`pip install -e '.[quant]'`, which `make install` does);
+torchao's int8 QAT covers `nn.Linear` only, so convolutions, recurrent layers, embeddings and
+attention projections stay float and are named in one line.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from torch import nn
+
+from wattwise.methods.base import STATUS_ACTIVE, EnergyMethod, StructureChange, announce_structure_change
+from wattwise.utils.atomic_write import save_atomically
+from wattwise.utils.errors import ConfigError, require_int
+
+log = logging.getLogger(__name__)
+
+INSTALL_HINT = "torchao is not installed: pip install -e '.[quant]' (make install does it)"
+GRANULARITIES = ("per_channel", "per_group")
+
+# States of the net, in order: float, fake-quantised while training, converted copies at the end.
+STATUS_WAITING = "waiting"  # before start_epoch
+STATUS_FAKE_QUANT = "fake_quant"
+
+
+def torchao_available() -> bool:
+    try:
+        import torchao  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _base_config(granularity: str, group_size: int) -> Any:
+    from torchao.quantization import Int8DynamicActivationIntxWeightConfig, PerAxis, PerGroup
+
+    weight = PerAxis(0) if granularity == "per_channel" else PerGroup(group_size)
+    return Int8DynamicActivationIntxWeightConfig(weight_dtype=torch.int8, weight_granularity=weight)
+
+
+def split_layers(net: nn.Module, granularity: str, group_size: int) -> tuple[list[str], dict[str, str]]:
+    """(Linear layers torchao will quantise, {other weighted layer: why it stays float}).
+
+    Linear layers inside `nn.MultiheadAttention` stay float: attention reads their weights
+    directly, bypassing the fake quantiser, so quantising them would train one thing and
+    export another.
+    """
+    attention = [name for name, m in net.named_modules() if isinstance(m, nn.MultiheadAttention)]
+    quantised: list[str] = []
+    kept: dict[str, str] = {}
+    for name, m in net.named_modules():
+        inside_attention = any(name.startswith(f"{a}.") for a in attention)
+        if isinstance(m, nn.Linear) and inside_attention:
+            kept[name] = "attention projection: attention reads its weight directly"
+        elif isinstance(m, nn.Linear):
+            if granularity == "per_group" and m.in_features % group_size:
+                kept[name] = f"in_features {m.in_features} not a multiple of group_size {group_size}"
+            else:
+                quantised.append(name)
+        elif not inside_attention and _has_own_weights(m):
+            kept[name] = f"{type(m).__name__}: torchao's int8 QAT handles nn.Linear only"
+    return quantised, kept
+
+
+def _has_own_weights(m: nn.Module) -> bool:
+    """A layer with a weight of its own (conv, GRU, embedding), not a container of such layers."""
+    if isinstance(m, nn.MultiheadAttention | nn.RNNBase):
+        return True
+    return isinstance(getattr(m, "weight", None), torch.Tensor) and not isinstance(
+        m, nn.modules.batchnorm._NormBase | nn.LayerNorm | nn.GroupNorm
+    )
+
+
+def is_fake_quantised(net: nn.Module) -> bool:
+    from torchao.quantization.qat import FakeQuantizedLinear
+
+    return any(isinstance(m, FakeQuantizedLinear) for m in net.modules())
+
+
+def state_bytes(net: nn.Module) -> int:
+    """Size of the net's serialised state dict, the file a user would ship."""
+    buf = io.BytesIO()
+    torch.save(net.state_dict(), buf)
+    return buf.tell()
+
+
+def strip_fake_quant(net: nn.Module) -> nn.Module:
+    """A float copy of a fake-quantised net (each FakeQuantizedLinear back to nn.Linear)."""
+    from torchao.quantization.qat import FakeQuantizedLinear
+
+    out = copy.deepcopy(net)
+    for name, m in list(out.named_modules()):
+        if isinstance(m, FakeQuantizedLinear):
+            parent = out.get_submodule(name.rpartition(".")[0]) if "." in name else out
+            setattr(parent, name.rpartition(".")[2], m.to_linear())
+    return out
+
+
+class Qat(EnergyMethod):
+    """Fake-quantised training from `start_epoch`, an int8 model at the end (torchao).
+
+    Args:
+        start_epoch: first epoch (0-based) trained fake-quantised; earlier epochs train in
+            float. A run that ends before it gets a post-training-quantised int8 model (said so).
+        granularity: int8 weight scales `per_channel` (one per output row; any layer width) or
+            `per_group` (one per `group_size` inputs; layers whose width is not a multiple stay float).
+        group_size: inputs per scale with `per_group` (> 0).
+        export_dir: where `int8_net.pt2` and `int8_state_dict.pt` go at fit end; null: nowhere.
+        export_program: also write `int8_net.pt2` (a torch.export program; tracing takes seconds
+            for recurrent nets); false: the state dict only.
+        compare_batches: test batches the int8 and float models are compared on (null: all).
+        if_not_applicable: `fail` or `skip` (see methods/base.py): no Linear layer, or no torchao.
+    """
+
+    name = "qat"
+    figure_prefix = "qat/"
+    summary_keys = ("qat/layers_quantised", "qat/float_bytes", "qat/int8_bytes", "qat/fake_quant_epochs")
+    runs_after = ("prune",)  # prune at an epoch start first, then quantise the smaller net
+
+    def __init__(
+        self,
+        start_epoch: int = 1,
+        granularity: str = "per_channel",
+        group_size: int = 32,
+        export_dir: str | None = None,
+        export_program: bool = True,
+        compare_batches: int | None = None,
+        if_not_applicable: str = "fail",
+    ) -> None:
+        super().__init__(if_not_applicable)
+        require_int("callbacks.qat.start_epoch", start_epoch, 0)
+        if granularity not in GRANULARITIES:
+            raise ConfigError(
+                f"callbacks.qat.granularity must be one of {GRANULARITIES}, got {granularity!r}"
+            )
+        require_int("callbacks.qat.group_size", group_size, 1)
+        require_int("callbacks.qat.compare_batches", compare_batches, 1, allow_none=True)
+        self.start_epoch = start_epoch
+        self.granularity = granularity
+        self.group_size = group_size
+        self.export_dir = export_dir
+        self.export_program = bool(export_program)
+        self.compare_batches = compare_batches
+        self.prepared = False
+        self.prepared_at: int | None = None
+        self.fake_quant_epochs = 0
+        self.layers: list[str] = []
+        self.kept_float: dict[str, str] = {}
+        self.figures: dict[str, Any] = {}
+        self.exported: dict[str, str] = {}
+        self._stage: str | None = None
+
+    # ---- fake quantisation --------------------------------------------------------------------
+    def _prepare(self, pl_module: L.LightningModule, epoch: int) -> None:
+        from torchao.quantization import quantize_
+        from torchao.quantization.qat import QATConfig
+
+        names = set(self.layers)
+        quantize_(
+            pl_module.net,
+            QATConfig(_base_config(self.granularity, self.group_size), step="prepare"),
+            filter_fn=lambda m, fqn: fqn in names,
+        )
+        self.prepared = True
+        if self.prepared_at is None:
+            self.prepared_at = epoch
+            log.info(
+                "qat: fake-quantised int8 training from epoch %d on %d Linear layer(s)", epoch, len(names)
+            )
+
+    def _convert(self, net: nn.Module) -> nn.Module:
+        """An int8 copy of `net` (fake-quantised or float), torchao's converted Linear layers."""
+        from torchao.quantization import quantize_
+        from torchao.quantization.qat import QATConfig
+
+        out = copy.deepcopy(net).eval()
+        names = set(self.layers)
+        only = lambda m, fqn: fqn in names  # noqa: E731
+        base = _base_config(self.granularity, self.group_size)
+        if is_fake_quantised(out):  # FakeQuantizedLinear -> Linear, then the base config quantises it
+            quantize_(out, QATConfig(base, step="convert"), filter_fn=only)
+        else:  # never fake-quantised: the same int8 scheme straight from the float weights
+            quantize_(out, base, filter_fn=only)
+        return out
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self._stage = stage  # `test` restores callback states too: only a fit's restore counts
+        if stage != "fit" or not self.active:
+            return
+        if not torchao_available():
+            self.step_aside(INSTALL_HINT, trainer)
+            return
+        net = getattr(pl_module, "net", None)
+        if not isinstance(net, nn.Module):
+            self.step_aside("the module has no `net` to quantise", trainer)
+            return
+        self.layers, self.kept_float = split_layers(net, self.granularity, self.group_size)
+        if not self.layers:
+            self.step_aside(
+                "the net has no nn.Linear layer (torchao's int8 QAT handles Linear only)", trainer
+            )
+            return
+        self.status = STATUS_WAITING if not self.prepared else STATUS_FAKE_QUANT
+        if self.kept_float and trainer.is_global_zero:
+            text = ", ".join(f"{n} ({why})" for n, why in self.kept_float.items())
+            log.info("qat: left in float: %s", text)
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.active and self.prepared and self.layers:  # resumed mid-QAT: fake-quantise again
+            self._prepare(pl_module, trainer.current_epoch)
+            self.status = STATUS_FAKE_QUANT
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not self.active or not self.layers:
+            return
+        if not self.prepared and trainer.current_epoch >= self.start_epoch:
+            self._prepare(pl_module, trainer.current_epoch)
+            self.status = STATUS_FAKE_QUANT
+            # The net now computes something else: a float checkpoint must not win `best` (it
+            # would be exported as int8 without ever having trained fake-quantised), early
+            # stopping judges the quantised net afresh and the power tuner profiles it again.
+            announce_structure_change(trainer, pl_module, StructureChange(self.name, trainer.current_epoch))
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.active and self.prepared:
+            self.fake_quant_epochs += 1
+
+    def on_structure_change(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, change: StructureChange
+    ) -> None:
+        """Pruned: the layer list is re-read (fake quantisers hold no shape-dependent state)."""
+        if self.active and hasattr(pl_module, "net"):
+            self.layers, self.kept_float = split_layers(pl_module.net, self.granularity, self.group_size)
+
+    # ---- the int8 model -------------------------------------------------------------------------
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not self.active or not self.layers:
+            return
+        if not self.prepared:
+            log.warning(
+                "qat: the fit ended before start_epoch %d: the int8 model is post-training quantised "
+                "(no fake-quantised epochs)",
+                self.start_epoch,
+            )
+        net = self._best_net(trainer, pl_module)
+        float_net = strip_fake_quant(net)
+        int8_net = self._convert(net)
+        self.figures["qat/float_bytes"] = state_bytes(float_net)
+        self.figures["qat/int8_bytes"] = state_bytes(int8_net)
+        if self.export_dir and trainer.is_global_zero:
+            self.exported = self._export(int8_net, trainer, Path(self.export_dir))
+        self.status = STATUS_ACTIVE
+
+    def _best_net(self, trainer: L.Trainer, pl_module: L.LightningModule) -> nn.Module:
+        """The net with the best checkpoint's weights (what `test` uses), else as it ended."""
+        from wattwise.methods.shared.export import net_from_checkpoint, submodule_prefix
+
+        best = getattr(trainer.checkpoint_callback, "best_model_path", "") or ""
+        prefix = submodule_prefix(pl_module, pl_module.net)
+        if not best or not Path(best).is_file() or prefix is None:
+            return pl_module.net
+        checkpoint = torch.load(best, map_location="cpu", weights_only=False)
+        return net_from_checkpoint(pl_module.net, checkpoint, prefix)
+
+    def _example(self, trainer: L.Trainer) -> torch.Tensor | None:
+        """Real samples to trace the program with, read as the pruner reads them (global RNG untouched)."""
+        from wattwise.methods.shared.inputs import real_inputs
+
+        x = real_inputs(getattr(trainer, "datamodule", None))
+        if x is None:  # no program then; the state dict is still written
+            log.warning("qat: no int8_net.pt2 (the datamodule yields no input batch to trace it with)")
+        return x
+
+    def _export(self, int8_net: nn.Module, trainer: L.Trainer, out_dir: Path) -> dict[str, str]:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        written: dict[str, str] = {}
+        state_path = out_dir / "int8_state_dict.pt"
+        save_atomically(int8_net.cpu().state_dict(), state_path, "the int8 state dict")
+        written["state_dict"] = str(state_path)
+        example = self._example(trainer) if self.export_program else None
+        if example is not None:
+            try:
+                from wattwise.methods.shared.export import _export_program
+
+                with torch.no_grad():
+                    program, _ = _export_program(int8_net.cpu(), example.cpu())
+                path = out_dir / "int8_net.pt2"
+                torch.export.save(program, path)
+                written["program"] = str(path)
+            except Exception as err:  # noqa: BLE001 - the state dict is the fallback, said once
+                log.warning("qat: no int8_net.pt2 (torch.export failed: %s)", str(err).splitlines()[0])
+        log.info("qat: int8 model written: %s", ", ".join(written.values()))
+        return written
+
+    def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Float and int8 copies of the tested net, each over the test set, each pass measured."""
+        if not self.active or not self.layers or not trainer.is_global_zero:
+            return
+        loaders = trainer.test_dataloaders
+        loader = loaders[0] if isinstance(loaders, list | tuple) else loaders
+        if loader is None:
+            return
+        net = pl_module.net
+        float_net = strip_fake_quant(net)
+        int8_net = self._convert(net)
+        for label, model in (("float", float_net), ("int8", int8_net)):
+            acc, n, joules, seconds = self._evaluate(model, loader, trainer, pl_module.device)
+            self.figures[f"qat/{label}_test_acc"] = acc
+            self.figures[f"qat/{label}_test_s_per_sample"] = seconds / n if n else None
+            self.figures[f"qat/{label}_test_J_per_sample"] = (
+                joules / n if (joules is not None and n) else None
+            )
+
+    def _evaluate(
+        self, model: nn.Module, loader: Any, trainer: L.Trainer, device: torch.device
+    ) -> tuple[float | None, int, float | None, float]:
+        from wattwise.energy.monitor import find_energy_monitor
+
+        meter = getattr(find_energy_monitor(trainer), "meter", None)
+        meter = meter if meter is not None and meter.source != "off" else None
+        model = model.to(device).eval()
+        correct = n = 0
+        key = "wattwise.qat.compare"
+        if meter is not None:
+            meter.begin(key)
+        start = time.perf_counter()
+        with torch.no_grad():
+            for i, (x, y) in enumerate(loader):
+                if self.compare_batches is not None and i >= self.compare_batches:
+                    break
+                pred = model(x.to(device)).argmax(dim=1)
+                correct += int((pred == y.to(device)).sum())
+                n += int(y.numel())
+        seconds = time.perf_counter() - start
+        joules = meter.end(key).total_J if meter is not None else None
+        return (correct / n if n else None), n, joules, seconds
+
+    # ---- results and state --------------------------------------------------------------------
+    def method_figures(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "qat/layers_quantised": len(self.layers),
+            "qat/layers_float": sorted(self.kept_float),
+            "qat/start_epoch": self.prepared_at,
+            "qat/fake_quant_epochs": self.fake_quant_epochs,
+            "qat/float_bytes": self.figures.get("qat/float_bytes"),
+            "qat/int8_bytes": self.figures.get("qat/int8_bytes"),
+        }
+        out.update({k: v for k, v in self.figures.items() if k not in out})
+        if self.exported:
+            out["qat/exported"] = dict(self.exported)
+        return out
+
+    @classmethod
+    def report_rows(cls, summary: Any) -> list[tuple[str, str]]:
+        rows = super().report_rows(summary)
+        fb, ib = summary.get("qat/float_bytes"), summary.get("qat/int8_bytes")
+        if fb and ib:
+            rows.append(
+                ("int8 model (qat)", f"{ib / 1e3:.1f} kB vs {fb / 1e3:.1f} kB float ({fb / ib:.2f}x smaller)")
+            )
+        fa, ia = summary.get("qat/float_test_acc"), summary.get("qat/int8_test_acc")
+        if fa is not None and ia is not None:
+            rows.append(("test acc int8 / float (qat)", f"{100 * ia:.2f} % / {100 * fa:.2f} %"))
+        fj, ij = summary.get("qat/float_test_J_per_sample"), summary.get("qat/int8_test_J_per_sample")
+        if fj and ij:
+            rows.append(("inference J/sample int8 / float", f"{ij * 1e3:.3g} / {fj * 1e3:.3g} mJ"))
+        return rows
+
+    def state_dict(self) -> dict[str, Any]:
+        """Whether the net is fake-quantised, so a resumed run re-inserts the quantisers first."""
+        return {
+            "prepared": self.prepared,
+            "prepared_at": self.prepared_at,
+            "fake_quant_epochs": self.fake_quant_epochs,
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if self._stage not in (None, "fit"):  # trainer.test(ckpt_path=best): keep this fit's record
+            return
+        self.prepared = bool(state_dict.get("prepared", False))
+        self.prepared_at = state_dict.get("prepared_at")
+        self.fake_quant_epochs = int(state_dict.get("fake_quant_epochs", 0))
