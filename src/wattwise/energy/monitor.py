@@ -18,8 +18,8 @@ Under DDP each process measures its own device; what each boundary closes is sum
 over the processes there (one small all-reduce per epoch), so `total_J`,
 `epoch_energies_J` and `samples_seen` are the whole job's.
 
-Other callbacks read the figures through `find_energy_monitor(trainer)`:
-`epoch_energies_J`, `total_J`, `samples_seen`, and `meter.zeus_monitor`.
+Energy methods are handed this monitor when the run is assembled (methods/services.py) and read
+`epoch_energies_J`, `total_J`, `samples_seen` and `zeus_monitor`; the energy report finds it once.
 """
 
 from __future__ import annotations
@@ -105,6 +105,11 @@ class EnergyMonitor(L.Callback):
         self._reset()
 
     # ---- state --------------------------------------------------------------------------
+    @property
+    def zeus_monitor(self) -> Any:
+        """Zeus's ZeusMonitor behind the meter (the power tuner shares it), or None."""
+        return getattr(self.meter, "zeus_monitor", None) if self.meter is not None else None
+
     def _reset(self) -> None:
         self.total_J: float | None = None
         self.gpu_J: float | None = None

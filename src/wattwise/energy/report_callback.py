@@ -122,16 +122,16 @@ class EnergyReport(L.Callback):
         return figures["carbon/gCO2e"] / J_PER_KWH
 
     def budgets_J(self, trainer: L.Trainer, energy: EnergyMonitor) -> dict[str, float]:
-        """Every budget on this fit in device joules: this callback's, and early_stop's where it has one."""
+        """Every budget on this fit in device joules: this callback's and those energy methods declare."""
         out: dict[str, float] = {}
         if self.budget_J is not None:
             out["budget_J"] = self.budget_J
         if self.budget_gCO2e is not None and self.grams_per_J(energy) > 0:
             out["budget_gCO2e"] = self.budget_gCO2e / self.grams_per_J(energy)
-        for cb in trainer.callbacks:
-            if getattr(cb, "name", None) == "early_stop" and getattr(cb, "active", False):
-                if getattr(cb, "budget_J", None) is not None:
-                    out["early_stop budget"] = float(cb.budget_J)
+        for cb in trainer.callbacks:  # methods declare theirs (EnergyMethod.energy_budgets_J)
+            declared = getattr(cb, "energy_budgets_J", None)
+            if callable(declared) and getattr(cb, "active", False):
+                out.update(declared())
         return out
 
     # ---- hooks ----------------------------------------------------------------------------------

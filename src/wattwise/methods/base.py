@@ -19,6 +19,10 @@ class attributes, what the rest of wattwise needs to know about it without readi
 
 and, as methods that may look at the config or the net:
 
+- `provides` / `uses`: services it offers the others (the power tuner's `power_limits`) and
+  services it uses where present (the batch-size finder's joint search); see `services.py`.
+  Every method is handed the run's energy monitor (`self.energy_monitor`), never looks it up.
+- `energy_budgets_J()`: budgets on the fit (device joules) that the energy report shows.
 - `requirements()`: what the run must provide (`"energy"`: the energy monitor, measuring).
 - `trainer_settings(trainer_cfg)`: Trainer arguments it needs (amp's precision); applied when
   the Trainer is built, so no method's YAML reaches into the `trainer` node.
@@ -45,6 +49,7 @@ from typing import Any, ClassVar
 import lightning as L
 import torch
 
+from wattwise.methods import services as run_services
 from wattwise.utils.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -85,6 +90,8 @@ class EnergyMethod(L.Callback):
     runs_after: ClassVar[tuple[str, ...]] = ()
     recipes: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
     in_comparisons: ClassVar[bool] = True
+    provides: ClassVar[tuple[str, ...]] = ()
+    uses: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, if_not_applicable: str = "fail") -> None:
         if if_not_applicable not in IF_NOT_APPLICABLE:
@@ -94,6 +101,36 @@ class EnergyMethod(L.Callback):
         self.if_not_applicable = if_not_applicable
         self.status: str = STATUS_IDLE
         self.skipped_reason: str | None = None
+        self.services: dict[str, Any] = {}
+        self._services_bound = False
+
+    # ---- services -----------------------------------------------------------------------------
+    def bind_services(self, services: Mapping[str, Any]) -> None:
+        """Called once where methods are assembled: the energy monitor and the services it `uses`."""
+        wanted = {run_services.ENERGY_MONITOR, *self.uses}
+        self.services = {k: v for k, v in services.items() if k in wanted}
+        self._services_bound = True
+
+    def ensure_services(self, trainer: L.Trainer) -> None:
+        """In a plain Trainer nobody assembled the run: resolve the services from its callbacks."""
+        if not self._services_bound:
+            run_services.bind(trainer.callbacks)
+
+    @property
+    def energy_monitor(self) -> Any:
+        """The run's energy monitor, handed in at assembly (None without one)."""
+        return self.services.get(run_services.ENERGY_MONITOR)
+
+    def provide(self, service: str) -> Any:
+        """The object behind a service this method `provides` (itself, by default)."""
+        return self
+
+    def energy_budgets_J(self) -> dict[str, float]:
+        """Budgets this method holds on the fit, in device joules, for the energy report."""
+        return {}
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self.ensure_services(trainer)
 
     # ---- identity -----------------------------------------------------------------------------
     @property

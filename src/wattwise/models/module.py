@@ -88,7 +88,7 @@ class ClassifierModule(L.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Runs before the weights load: resize layers to a saved (e.g. pruned) architecture."""
-        from wattwise.methods.prune.callback import restore_structure
+        from wattwise.methods.shared.structure import restore_structure
 
         restore_structure(self, checkpoint)
 

@@ -30,6 +30,8 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from wattwise.compat import lightning as compat_lightning
+
 log = logging.getLogger(__name__)
 
 # What stops a fit from outside: Lightning's SIGTERMException (a SystemExit), submitit's exit on
@@ -59,9 +61,9 @@ class LastCheckpoint(ModelCheckpoint):
         if not isinstance(exception, INTERRUPTIONS) or trainer.state.fn != TrainerFn.FITTING:
             return
         super().on_exception(trainer, pl_module, exception)  # skips when this step is already saved
-        environment = trainer._accelerator_connector.cluster_environment
+        environment = compat_lightning.cluster_environment(trainer)
         if isinstance(environment, SLURMEnvironment) and environment.auto_requeue:
-            path = trainer._checkpoint_connector.hpc_save_path(trainer.default_root_dir)
+            path = compat_lightning.hpc_save_path(trainer)
             trainer.save_checkpoint(path)
             if trainer.is_global_zero:
                 log.info("Interrupted: saved %s for the requeued job to resume from", path)

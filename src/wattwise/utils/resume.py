@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from wattwise.compat import lightning as compat_lightning
 from wattwise.methods.shared.structure import STRUCTURE_KEY
 from wattwise.utils.errors import ConfigError
 from wattwise.utils.preemption import RUN_IDENTITY_KEY
@@ -35,7 +36,7 @@ def resume_path(cfg: DictConfig, trainer: Any) -> str | None:
     from lightning.fabric.plugins.environments import SLURMEnvironment
 
     if SLURMEnvironment.detect():
-        hpc = trainer._checkpoint_connector._hpc_resume_path  # what Lightning itself will pick
+        hpc = compat_lightning.hpc_resume_path(trainer)  # what Lightning itself will pick
         restarts = int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0)
         if hpc is None and restarts > 0 and trainer.is_global_zero:
             log.warning(

@@ -52,6 +52,7 @@ import lightning as L
 import torch
 from torch import nn
 
+from wattwise.compat import torch as compat_torch
 from wattwise.methods.base import EnergyMethod, StructureChange
 from wattwise.utils.errors import ConfigError, require_int
 
@@ -99,7 +100,7 @@ def tf32_capable(cuda_capability: tuple[int, int] | None) -> bool:
 def cpu_bf16_supported() -> bool:
     """Does this CPU run bf16 natively (oneDNN's own answer, else AVX512-BF16/AMX flags)?"""
     try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        return compat_torch.onednn_bf16_supported()
     except (AttributeError, RuntimeError):
         pass
     cpu = getattr(torch, "cpu", None)
@@ -332,9 +333,7 @@ class Amp(EnergyMethod):
             torch.cuda.synchronize(trainer.strategy.root_device)
 
     def _meter(self, trainer: L.Trainer) -> Any:
-        from wattwise.energy.monitor import find_energy_monitor
-
-        meter = getattr(find_energy_monitor(trainer), "meter", None)
+        meter = getattr(self.energy_monitor, "meter", None)
         return meter if meter is not None and meter.source != "off" else None
 
     def _begin_trial(self, trainer: L.Trainer) -> None:
@@ -391,6 +390,7 @@ class Amp(EnergyMethod):
 
     # ---- set-up and tear-down -------------------------------------------------------------
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        super().setup(trainer, pl_module, stage)
         if stage == "fit":
             self._reset_counts()
         self.chosen_precision = str(trainer.precision)
@@ -450,7 +450,8 @@ class Amp(EnergyMethod):
         if not supported:
             self.fp8_note = f"not tried: {why}"
             return
-        from wattwise.methods.qat.callback import INSTALL_HINT, torchao_available
+        from wattwise.compat.torchao import INSTALL_HINT
+        from wattwise.compat.torchao import available as torchao_available
 
         if not torchao_available():
             self.fp8_note = f"not tried: {INSTALL_HINT}"
@@ -492,11 +493,11 @@ class Amp(EnergyMethod):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:  # noqa: ANN001
         scaler = self._scaler(trainer)
-        scale = getattr(scaler, "_scale", None) if scaler is not None else None
+        scale = compat_torch.grad_scale(scaler)
         if isinstance(scale, torch.Tensor):
             # GradScaler halves its scale exactly when it skipped a step for inf/NaN gradients.
-            if self._prev_scale is None and getattr(scaler, "_init_scale", None) is not None:
-                self._prev_scale = torch.full_like(scale, float(scaler._init_scale))  # scale before step 1
+            if self._prev_scale is None and (init := compat_torch.initial_grad_scale(scaler)) is not None:
+                self._prev_scale = torch.full_like(scale, init)  # the scale before step 1
             if self._prev_scale is not None and self._prev_scale.device == scale.device:
                 dropped = (scale < self._prev_scale).to(torch.int64)
                 self._skipped_dev = dropped if self._skipped_dev is None else self._skipped_dev + dropped

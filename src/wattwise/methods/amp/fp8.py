@@ -48,9 +48,9 @@ def fp8_support(device_type: str, capability: tuple[int, int] | None) -> tuple[b
 
 
 def _torchao_filter(recipe: str) -> Any:
-    from torchao.float8.float8_linear_utils import _auto_filter_for_recipe
+    from wattwise.compat.torchao import fp8_layer_filter
 
-    return _auto_filter_for_recipe(recipe, filter_fqns=[])
+    return fp8_layer_filter(recipe)
 
 
 def plan_fp8_layers(net: nn.Module, recipe: str = "tensorwise") -> Fp8Plan:

@@ -66,7 +66,7 @@ from typing import Any, ClassVar
 import lightning as L
 import torch
 
-from wattwise.energy.monitor import find_energy_monitor
+from wattwise.compat import lightning as compat_lightning
 from wattwise.methods.base import STATUS_ACTIVE, EnergyMethod
 from wattwise.methods.batch_size import cache
 from wattwise.methods.batch_size.candidates import plan_candidates
@@ -84,11 +84,10 @@ from wattwise.methods.batch_size.measure import (
     search_joint,
     snapshot,
 )
-from wattwise.methods.power.callback import Power
-from wattwise.methods.power.choose import Rule
 from wattwise.methods.shared.collective import decide_on_rank_zero
-from wattwise.methods.shared.power_access import JOINT_SOURCE, LimitAccess
+from wattwise.methods.shared.power_access import JOINT_SOURCE, LimitAccess, PowerLimitLender
 from wattwise.methods.shared.profile_cache import net_signature
+from wattwise.methods.shared.selection import Rule
 from wattwise.methods.shared.zeus_adapter import SELECTORS, GpuError, MeasurementRejected
 from wattwise.utils.errors import ConfigError, require_int
 
@@ -119,6 +118,7 @@ class BatchSize(EnergyMethod):
     """
 
     name: ClassVar[str] = "batch_size"
+    uses: ClassVar[tuple[str, ...]] = ("power_limits",)  # the joint search, where a power tuner runs
     figure_prefix: ClassVar[str] = "batch_size/"
     summary_keys: ClassVar[tuple[str, ...]] = ("batch_size/status", "batch_size/chosen")
     recipes: ClassVar[Mapping[str, Mapping[str, Any]]] = {}  # changes the batch size, hence accuracy
@@ -268,7 +268,7 @@ class BatchSize(EnergyMethod):
         if not pl_module.automatic_optimization:
             self.step_aside("the module optimizes manually; its steps cannot be measured alone", trainer)
             return
-        monitor = find_energy_monitor(trainer)
+        monitor = self.energy_monitor
         meter = getattr(monitor, "meter", None)
         if meter is None and self.measure is None:
             self.step_aside("there is no energy meter to measure candidates with", trainer)
@@ -347,7 +347,7 @@ class BatchSize(EnergyMethod):
         sizes: Sequence[int],
         device: torch.device,
         loader: Any,
-        tuner: Power | None = None,
+        tuner: PowerLimitLender | None = None,
         access: LimitAccess | None = None,
     ) -> tuple[list[CandidateMeasurement] | None, dict[str, Any]]:
         """The profile: cached (rank 0's file for every rank) or measured; None where the card refused."""
@@ -388,10 +388,9 @@ class BatchSize(EnergyMethod):
 
     def _borrow_limits(
         self, trainer: L.Trainer, device: torch.device
-    ) -> tuple[Power | None, LimitAccess | None]:
+    ) -> tuple[PowerLimitLender | None, LimitAccess | None]:
         """The power tuner's grid and card for the joint search, on every rank or none (one line if not)."""
-        tuners = [cb for cb in getattr(trainer, "callbacks", []) if isinstance(cb, Power)]
-        tuner = tuners[0] if tuners else None
+        tuner: PowerLimitLender | None = self.services.get("power_limits")  # handed in: services.py
         lent = tuner.lend_limits(trainer) if tuner is not None else "there is no power tuner (+optim=power)"
         why = lent if isinstance(lent, str) else None
         if any_rank(why is not None, device):
@@ -638,9 +637,7 @@ def _card_max_power_W(meter: Any, world_size: int) -> float | None:
 
 def _forget_train_loader(trainer: L.Trainer) -> None:
     """A train loader built before fit start (`estimated_stepping_batches`) is rebuilt at the new size."""
-    fit_loop = getattr(trainer, "fit_loop", None)
-    if fit_loop is not None and getattr(fit_loop, "_combined_loader", None) is not None:
-        fit_loop._combined_loader = None
+    compat_lightning.forget_train_loader(trainer)
 
 
 __all__: Sequence[str] = ["BatchSize"]

@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from wattwise.methods.batch_size.measure import CandidateMeasurement
-from wattwise.methods.power.choose import Rule
+from wattwise.methods.shared.selection import Rule
 from wattwise.methods.shared.zeus_adapter import MeasurementRejected, cost_of
 
 

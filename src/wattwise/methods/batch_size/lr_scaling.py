@@ -19,6 +19,8 @@ from typing import Any
 
 import torch
 
+from wattwise.compat.torch import sync_last_lr
+
 LR_RULES = ("auto", "linear", "sqrt", "none")
 
 
@@ -82,6 +84,5 @@ def scale_learning_rates(
             scheduler = config.scheduler
             if getattr(scheduler, "optimizer", None) is opt and hasattr(scheduler, "base_lrs"):
                 scheduler.base_lrs = [lr * f for lr in scheduler.base_lrs]
-                if hasattr(scheduler, "_last_lr"):
-                    scheduler._last_lr = [g["lr"] for g in opt.param_groups]
+                sync_last_lr(scheduler, [g["lr"] for g in opt.param_groups])
     return Scaling(rules=tuple(rules), lr_before=before, lr_after=_first_lr(optimizers))

@@ -28,6 +28,7 @@ from typing import Any
 
 import torch
 
+from wattwise.compat.torchmetrics import update_count
 from wattwise.energy.monitor import batch_size_of
 
 KEY_PREFIX = "wattwise.batch_size"  # meter windows: wattwise.batch_size.<size>, apart from the monitor's
@@ -232,7 +233,7 @@ def snapshot(trainer: Any, module: torch.nn.Module) -> TrainingState:
         schedulers=[copy.deepcopy(c.scheduler.state_dict()) for c in trainer.lr_scheduler_configs],
         rng=_rng_state(),
         training_modes={name: m.training for name, m in module.named_modules()},
-        metric_updates={name: int(getattr(m, "_update_count", 0)) for name, m in _metrics(module).items()},
+        metric_updates={name: update_count(m) for name, m in _metrics(module).items()},
     )
 
 
@@ -249,7 +250,7 @@ def restore(state: TrainingState, trainer: Any, module: torch.nn.Module) -> None
         if name in state.training_modes:
             m.training = state.training_modes[name]
     for name, metric in _metrics(module).items():
-        if int(getattr(metric, "_update_count", 0)) != state.metric_updates.get(name, 0):
+        if update_count(metric) != state.metric_updates.get(name, 0):
             metric.reset()
 
 

@@ -184,6 +184,7 @@ class CarbonAware(EnergyMethod):
         return plan
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        super().setup(trainer, pl_module, stage)
         if stage != "fit" or not self.active or self.decision is not None:
             return
         self.status = STATUS_ACTIVE

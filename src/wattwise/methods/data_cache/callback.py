@@ -141,6 +141,7 @@ class DataCache(EnergyMethod):
         return torch.device("cpu") if self.device == "cpu" else trainer.strategy.root_device
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        super().setup(trainer, pl_module, stage)
         if not self.active:
             return
         dm = trainer.datamodule

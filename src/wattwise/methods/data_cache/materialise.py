@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch.utils._pytree import TreeSpec, tree_flatten
 from torch.utils.data import (
     DataLoader,
     IterableDataset,
@@ -29,6 +28,8 @@ from torch.utils.data import (
     TensorDataset,
     default_collate,
 )
+
+from wattwise.compat.torch import TreeSpec, tree_flatten
 
 CHUNK = 1024  # samples collated at a time when reading a dataset sample by sample
 

@@ -21,8 +21,9 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
-from torch.utils._pytree import TreeSpec, tree_unflatten
 from torch.utils.data import DistributedSampler, default_collate
+
+from wattwise.compat.torch import TreeSpec, tree_unflatten
 
 
 class _Length:

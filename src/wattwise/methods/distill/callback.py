@@ -140,9 +140,7 @@ class Distill(EnergyMethod):
         if not isinstance(getattr(pl_module, "loss_terms", None), list):
             self.step_aside("the module has no `loss_terms` list to add the distillation loss to", trainer)
             return
-        from wattwise.energy.monitor import find_energy_monitor
-
-        self._monitor = find_energy_monitor(trainer)
+        self._monitor = self.energy_monitor
         self._meter = getattr(self._monitor, "meter", None)
         loader = trainer.train_dataloader
         dataset = getattr(loader, "dataset", None)

@@ -62,8 +62,9 @@ from typing import Any
 
 import lightning as L
 
-from wattwise.energy.monitor import J_PER_KWH, EnergyMonitor, find_energy_monitor
+from wattwise.energy.monitor import J_PER_KWH, EnergyMonitor
 from wattwise.methods.base import STATUS_ACTIVE, EnergyMethod, StructureChange
+from wattwise.methods.shared.settings import MethodSettings, integer, number, one_of, setting, text
 from wattwise.utils.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -200,16 +201,28 @@ def budget_fired(history: list[EpochRecord], spent_J: float, budget_J: float | N
 # ---- the callback --------------------------------------------------------------------------------------
 
 
-def _number(name: str, value: Any, *, low: float | None = None, strict: bool = False, integer=False) -> None:
-    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-    if ok and integer:
-        ok = float(value).is_integer()
-    if ok and low is not None:
-        ok = value > low if strict else value >= low
-    if not ok:
-        kind = "an integer" if integer else "a number"
-        bound = "" if low is None else f" {'>' if strict else '>='} {low:g}"
-        raise ConfigError(f"{KEY}.{name} must be {kind}{bound}, got {value!r}")
+@dataclass(frozen=True)
+class EarlyStopSettings(MethodSettings):
+    """`callbacks.early_stop.*`: the keys, their defaults and their checks (see EarlyStop's Args)."""
+
+    monitor: str = setting("val/acc", text())
+    mode: str = setting("max", one_of("min", "max"))
+    budget_J: float | None = setting(None, number(low=0, strict=True), optional=True)
+    budget_kWh: float | None = setting(None, number(low=0, strict=True), optional=True)
+    window: int = setting(8, integer(low=1))
+    min_gain_fraction: float | None = setting(0.2, number(low=0), optional=True)
+    min_gain_per_kJ: float | None = setting(None, number(low=0), optional=True)
+    diminishing_patience: int = setting(4, integer(low=1))
+    target: float | None = setting(None, number(), optional=True)
+    patience: int | None = setting(None, integer(low=1), optional=True)
+    min_delta: float = setting(0.0, number(low=0))
+
+    def check(self, key: str) -> None:
+        if self.budget_J is not None and self.budget_kWh is not None:
+            raise ConfigError(
+                f"{key}: set budget_J or budget_kWh, not both "
+                f"(got {self.budget_J} J and {self.budget_kWh} kWh)"
+            )
 
 
 class EarlyStop(EnergyMethod):
@@ -257,41 +270,21 @@ class EarlyStop(EnergyMethod):
             raise ConfigError(
                 f"{KEY}.monitor must be the name of a logged metric, e.g. val/acc, got {monitor!r}"
             )
-        if mode not in ("min", "max"):
-            raise ConfigError(f"{KEY}.mode must be min or max, got {mode!r}")
-        if budget_J is not None and budget_kWh is not None:
-            raise ConfigError(
-                f"{KEY}: set budget_J or budget_kWh, not both (got {budget_J} J and {budget_kWh} kWh)"
-            )
-        if budget_J is not None:
-            _number("budget_J", budget_J, low=0, strict=True)
-        if budget_kWh is not None:
-            _number("budget_kWh", budget_kWh, low=0, strict=True)
-        _number("window", window, low=1, integer=True)
-        if min_gain_fraction is not None:
-            _number("min_gain_fraction", min_gain_fraction, low=0)
-        if min_gain_per_kJ is not None:
-            _number("min_gain_per_kJ", min_gain_per_kJ, low=0)
-        _number("diminishing_patience", diminishing_patience, low=1, integer=True)
-        if target is not None:
-            _number("target", target)
-        if patience is not None:
-            _number("patience", patience, low=1, integer=True)
-        _number("min_delta", min_delta, low=0)
-
-        self.monitor = monitor
-        self.mode = mode
-        self.sign = 1.0 if mode == "max" else -1.0
-        self.budget_J = float(budget_J) if budget_J is not None else None
-        if budget_kWh is not None:
-            self.budget_J = float(budget_kWh) * J_PER_KWH
-        self.window = int(window)
-        self.min_gain_fraction = None if min_gain_fraction is None else float(min_gain_fraction)
-        self.min_gain_per_kJ = None if min_gain_per_kJ is None else float(min_gain_per_kJ)
-        self.diminishing_patience = int(diminishing_patience)
-        self.target = None if target is None else float(target)
-        self.patience = None if patience is None else int(patience)
-        self.min_delta = float(min_delta)
+        s = EarlyStopSettings.build(
+            KEY,
+            **{k: v for k, v in locals().items() if k in EarlyStopSettings.__dataclass_fields__},
+        )
+        self.settings = s
+        self.monitor, self.mode = s.monitor, s.mode
+        self.sign = 1.0 if s.mode == "max" else -1.0
+        self.budget_J = s.budget_kWh * J_PER_KWH if s.budget_kWh is not None else s.budget_J
+        self.window, self.min_gain_fraction, self.min_gain_per_kJ = (
+            s.window,
+            s.min_gain_fraction,
+            s.min_gain_per_kJ,
+        )
+        self.diminishing_patience, self.target = s.diminishing_patience, s.target
+        self.patience, self.min_delta = s.patience, s.min_delta
 
         self.history: list[EpochRecord] = []
         self.since = (
@@ -329,11 +322,16 @@ class EarlyStop(EnergyMethod):
         return float((self._monitor.total_J if self._monitor else None) or 0.0)
 
     # ---- hooks --------------------------------------------------------------------------
+    def energy_budgets_J(self) -> dict[str, float]:
+        """The early-stop budget, shown beside the report's own (see EnergyMethod)."""
+        return {"early_stop budget": float(self.budget_J)} if self.budget_J is not None else {}
+
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        super().setup(trainer, pl_module, stage)
         self._fitting = stage == "fit"
         if stage != "fit" or not self.active:
             return
-        self._monitor = find_energy_monitor(trainer)
+        self._monitor = self.energy_monitor
         if self.uses_energy and (self._monitor is None or self._monitor.mode == "off"):
             self.step_aside(
                 "its energy rules need the run's energy measured, but energy is not measured: use "

@@ -46,9 +46,10 @@ How it composes
     choice back with `adopt_limit`: this tuner then trains at it without profiling
     (`power/source`) and still restores the original limit (`return_limits` when it chose none).
 
-The parts live in `wattwise.methods.power`: `status`, `plan`, `profiler`, `choose`, `collective`,
-`cache`, `guard`, `joint` (what is lent to the batch-size finder) and `zeus_adapter` (the only
-module that imports Zeus).
+Its parts live beside it in this folder: `status`, `plan`, `profiler`, `choose`, `guard`; what it
+shares with the batch-size finder is in methods/shared: `collective`, `profile_cache`,
+`power_access` (the `power_limits` service it provides) and `zeus_adapter` (the only module that
+imports Zeus).
 """
 
 from __future__ import annotations
@@ -62,7 +63,6 @@ from typing import Any, ClassVar
 
 import lightning as L
 
-from wattwise.energy.monitor import find_energy_monitor
 from wattwise.methods.base import EnergyMethod, StructureChange
 from wattwise.methods.power import choose, plan
 from wattwise.methods.power import status as st
@@ -111,6 +111,7 @@ class Power(EnergyMethod):
     name: ClassVar[str] = "power"
     figure_prefix: ClassVar[str] = "power/"
     summary_keys: ClassVar[tuple[str, ...]] = ("power/status",)
+    provides: ClassVar[tuple[str, ...]] = ("power_limits",)  # lent to batch_size's joint search
     runs_after: ClassVar[tuple[str, ...]] = ("batch_size",)  # profile at the batch size it chose
     recipes: ClassVar[Mapping[str, Mapping[str, Any]]] = {"green": {}}
 
@@ -226,8 +227,8 @@ class Power(EnergyMethod):
 
     def _open(self, trainer: L.Trainer) -> None:
         """Find the Zeus monitor and the card, read its limits (steps aside where it cannot)."""
-        monitor = find_energy_monitor(trainer)
-        zeus_monitor = getattr(getattr(monitor, "meter", None), "zeus_monitor", None)
+        monitor = self.energy_monitor
+        zeus_monitor = monitor.zeus_monitor if monitor is not None else None
         if zeus_monitor is None:
             on_cuda = trainer.strategy.root_device.type == "cuda"
             self._step_aside(trainer, st.NO_METER if on_cuda else st.NO_GPU)

@@ -27,6 +27,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from wattwise.methods.power.profiler import Decision, Sample
+from wattwise.methods.shared.selection import Rule
 from wattwise.methods.shared.zeus_adapter import Measurement, cost_of, make_selector, select
 
 Z_CLOSE = 2.0  # standard errors within which a limit is measured again (confirmed)
@@ -79,16 +80,6 @@ def summarize(samples: Sequence[Sample]) -> dict[int, LimitStats]:
             block_time_s=tuple(s.time_s / s.steps for s in mine),
         )
     return out
-
-
-@dataclass(frozen=True)
-class Rule:
-    """The selector's settings, as the config gives them."""
-
-    selector: str
-    eta: float = 0.5
-    max_slowdown: float = 1.1
-    world_size: int = 1
 
 
 def _se(values: Sequence[float]) -> float:

@@ -56,7 +56,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -65,6 +64,8 @@ import lightning as L
 import torch
 from torch import nn
 
+from wattwise.compat import lightning as compat_lightning
+from wattwise.compat.torch import reset_compiled_graphs
 from wattwise.methods.base import STATUS_ACTIVE, EnergyMethod, StructureChange, announce_structure_change
 from wattwise.methods.prune import tp_adapter
 from wattwise.methods.prune.schedule import SCHEDULES, schedule_ratios
@@ -487,13 +488,9 @@ class Prune(EnergyMethod):
     def _after_prune(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.macs, self.params = count_macs_params(self._net, self._example[:1])
         strategy = trainer.strategy
-        if trainer.world_size > 1 and hasattr(strategy, "_setup_model"):
-            # DDP registered its hooks on the old parameters: wrap the pruned module anew
-            strategy.model = strategy._setup_model(strategy.lightning_module)
-            if hasattr(strategy, "_register_ddp_hooks"):
-                strategy._register_ddp_hooks()
-        if "torch._dynamo" in sys.modules:  # new shapes would exhaust the recompile limit and run eager
-            sys.modules["torch._dynamo"].reset()
+        if trainer.world_size > 1:  # DDP registered its hooks on the old parameters: wrap anew
+            compat_lightning.rewrap_ddp(strategy)
+        reset_compiled_graphs()  # new shapes would exhaust the recompile limit and run eager
         announce_structure_change(
             trainer,
             pl_module,

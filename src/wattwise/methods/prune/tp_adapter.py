@@ -1,12 +1,11 @@
 """The one place that talks to torch-pruning, private APIs included.
 
 Checked with torch-pruning 1.6.1 (its own `__version__` still says 1.6.0; pyproject.toml asks
-for >= 1.5). Everything else in `wattwise.methods.prune` goes through these functions, so a
-torch-pruning upgrade is checked here: the private names used are `torch_pruning._helpers.to_plain_idxs`,
-`BasePruningFunc._prune_parameter_and_grad` (every tensor torch-pruning shrinks goes through it:
-recorded to slice optimizer state alike), and the pruner's `layer_init_out_ch`,
-`layer_init_in_ch`, `_scope_initial_channels`, `initial_total_channels` and `current_step`
-(the original widths a resumed schedule needs).
+for >= 1.5). Everything else in the prune folder goes through these functions. Its private names
+(`to_plain_idxs`, `BasePruningFunc._prune_parameter_and_grad`, recorded to slice optimizer state
+alike, and the pruner's `_scope_initial_channels`) are reached through wattwise.compat.torch_pruning;
+the pruner's public `layer_init_out_ch`, `layer_init_in_ch`, `initial_total_channels` and
+`current_step` hold the original widths a resumed schedule needs.
 """
 
 from __future__ import annotations
@@ -19,6 +18,8 @@ from typing import Any
 
 import torch
 from torch import nn
+
+from wattwise.compat import torch_pruning as compat_tp
 
 TESTED_VERSIONS = ("1.6.1",)
 
@@ -118,9 +119,7 @@ def regroup(pruner: Any, group: Any, idxs: Sequence[int]) -> Any:
 
 def group_targets(group: Any) -> list[tuple[Any, list[int]]]:
     """(target module or parameter, plain indices) of every dependency in the group."""
-    from torch_pruning._helpers import to_plain_idxs
-
-    return [(dep.target.module, [int(i) for i in to_plain_idxs(idxs)]) for dep, idxs in group]
+    return [(dep.target.module, compat_tp.to_plain_idxs(idxs)) for dep, idxs in group]
 
 
 def root_importance(pruner: Any, group: Any) -> torch.Tensor | None:
@@ -165,23 +164,20 @@ class SelectLog:
 @contextlib.contextmanager
 def recording_selections() -> Iterator[SelectLog]:
     """Record which rows torch-pruning keeps of each tensor it shrinks, while the block runs."""
-    from torch_pruning.pruner.function import BasePruningFunc
-
     record = SelectLog()
-    original = BasePruningFunc._prune_parameter_and_grad
 
-    def recorded(self: Any, weight: torch.Tensor, keep_idxs: Any, pruning_dim: int) -> torch.Tensor:
-        out = original(self, weight, keep_idxs, pruning_dim)
-        keep = torch.as_tensor(keep_idxs, dtype=torch.long).flatten().cpu()
-        dim = pruning_dim if pruning_dim >= 0 else weight.dim() + pruning_dim
-        record.entries[id(out)] = (out, weight, dim, keep)  # holding both keeps the ids unique
-        return out
+    def wrap(original: Any) -> Any:
+        def recorded(self: Any, weight: torch.Tensor, keep_idxs: Any, pruning_dim: int) -> torch.Tensor:
+            out = original(self, weight, keep_idxs, pruning_dim)
+            keep = torch.as_tensor(keep_idxs, dtype=torch.long).flatten().cpu()
+            dim = pruning_dim if pruning_dim >= 0 else weight.dim() + pruning_dim
+            record.entries[id(out)] = (out, weight, dim, keep)  # holding both keeps the ids unique
+            return out
 
-    BasePruningFunc._prune_parameter_and_grad = recorded
-    try:
+        return recorded
+
+    with compat_tp.wrapped_prune_parameter(wrap):
         yield record
-    finally:
-        BasePruningFunc._prune_parameter_and_grad = original
 
 
 # ---- the original widths, for a resumed schedule --------------------------------------------------
@@ -195,7 +191,7 @@ def capture_state(pruner: Any, net: nn.Module) -> dict[str, Any]:
             and pruner.layer_init_out_ch[m] is not None
             and pruner.layer_init_in_ch[m] is not None
         },
-        "scope_init": {str(k): int(v) for k, v in pruner._scope_initial_channels.items()},
+        "scope_init": {str(k): int(v) for k, v in compat_tp.scope_initial_channels(pruner).items()},
         "init_total": int(pruner.initial_total_channels),
     }
 
@@ -207,7 +203,7 @@ def apply_state(pruner: Any, net: nn.Module, state: dict[str, Any], steps_done: 
         m = modules.get(name)
         if m is not None and m in pruner.layer_init_out_ch:
             pruner.layer_init_out_ch[m], pruner.layer_init_in_ch[m] = out_ch, in_ch
-    pruner._scope_initial_channels = dict(state.get("scope_init") or {})
+    compat_tp.set_scope_initial_channels(pruner, dict(state.get("scope_init") or {}))
     pruner.initial_total_channels = state.get("init_total")
     pruner.current_step = steps_done
 

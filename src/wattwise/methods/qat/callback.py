@@ -25,13 +25,14 @@ import lightning as L
 import torch
 from torch import nn
 
+from wattwise.compat import torchao as compat_torchao
+from wattwise.compat.torchao import INSTALL_HINT
 from wattwise.methods.base import STATUS_ACTIVE, EnergyMethod, StructureChange, announce_structure_change
 from wattwise.utils.atomic_write import save_atomically
 from wattwise.utils.errors import ConfigError, require_int
 
 log = logging.getLogger(__name__)
 
-INSTALL_HINT = "torchao is not installed: pip install -e '.[quant]' (make install does it)"
 GRANULARITIES = ("per_channel", "per_group")
 
 # States of the net, in order: float, fake-quantised while training, converted copies at the end.
@@ -40,11 +41,7 @@ STATUS_FAKE_QUANT = "fake_quant"
 
 
 def torchao_available() -> bool:
-    try:
-        import torchao  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    return compat_torchao.available()
 
 
 def _base_config(granularity: str, group_size: int) -> Any:
@@ -200,6 +197,7 @@ class Qat(EnergyMethod):
         return out
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        super().setup(trainer, pl_module, stage)
         self._stage = stage  # `test` restores callback states too: only a fit's restore counts
         if stage != "fit" or not self.active:
             return
@@ -330,9 +328,7 @@ class Qat(EnergyMethod):
     def _evaluate(
         self, model: nn.Module, loader: Any, trainer: L.Trainer, device: torch.device
     ) -> tuple[float | None, int, float | None, float]:
-        from wattwise.energy.monitor import find_energy_monitor
-
-        meter = getattr(find_energy_monitor(trainer), "meter", None)
+        meter = getattr(self.energy_monitor, "meter", None)
         meter = meter if meter is not None and meter.source != "off" else None
         model = model.to(device).eval()
         correct = n = 0

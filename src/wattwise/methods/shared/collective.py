@@ -12,9 +12,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any, TypeVar
 
-from wattwise.methods.power.profiler import Sample
-
 T = TypeVar("T")
+S = TypeVar("S")  # a dataclass with `energy_J` and `time_s` (the power profiler's Sample)
 
 
 def _group_ready() -> bool:
@@ -34,7 +33,7 @@ def collective_device() -> Any:
     return torch.device("cpu")
 
 
-def pool_samples(samples: Sequence[Sample]) -> list[Sample]:
+def pool_samples(samples: Sequence[S]) -> list[S]:
     """The job's samples: energy summed over ranks, time the slowest rank's."""
     if not samples or not _group_ready():
         return list(samples)
