@@ -1,7 +1,7 @@
 """Putting a run's callbacks together, in one place: order, requirements, trainer settings.
 
 `train.build()` calls `assemble()` once, after every callback is built and before the Trainer
-is: the energy monitor goes first (methods read what it closes at each epoch's end), then the
+is: each method is handed the services it declared (methods/services.py), the energy monitor goes first (methods read what it closes at each epoch's end), then the
 energy methods in hook order (registry order, `runs_after` respected), then the rest
 (checkpointing, progress bar). A method whose requirement is missing steps aside (or fails,
 by its `if_not_applicable`), and the Trainer arguments methods need are collected here and
@@ -16,6 +16,7 @@ from typing import Any
 
 import lightning as L
 
+from wattwise.methods import services as run_services
 from wattwise.methods.base import EnergyMethod
 from wattwise.methods.registry import method_names, ordered
 from wattwise.utils.errors import ConfigError
@@ -77,4 +78,5 @@ def assemble(
             settings[k], owner[k] = v, m.name
     methods = ordered(methods)
     head = [energy] if energy is not None else []
+    run_services.bind([*head, *methods])  # the monitor and the services methods provide, handed in once
     return Assembly(callbacks=[*head, *methods, *others], methods=methods, trainer_settings=settings)
