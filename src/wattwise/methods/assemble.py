@@ -1,11 +1,12 @@
-"""Putting a run's callbacks together, in one place: order, requirements, trainer settings.
+"""Putting a run's callbacks together, in one place: order, services, requirements, trainer settings.
 
 `train.build()` calls `assemble()` once, after every callback is built and before the Trainer
-is: each method is handed the services it declared (methods/services.py), the energy monitor goes first (methods read what it closes at each epoch's end), then the
+is: the energy monitor goes first (methods read what it closes at each epoch's end), then the
 energy methods in hook order (registry order, `runs_after` respected), then the rest
-(checkpointing, progress bar). A method whose requirement is missing steps aside (or fails,
-by its `if_not_applicable`), and the Trainer arguments methods need are collected here and
-checked against each other and against what the user set on the command line.
+(checkpointing, progress bar). Each method is handed the services it declared
+(methods/services.py). A method whose requirement is missing steps aside (or fails, by its
+`if_not_applicable`), and the Trainer arguments methods need are collected here and checked
+against each other and against what the user set on the command line.
 """
 
 from __future__ import annotations
