@@ -29,7 +29,8 @@ import subprocess
 import sys
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from types import ModuleType
@@ -209,7 +210,9 @@ def run_bench(step: plan.Step, timeout_s: float) -> report.Record:
     return rec
 
 
-def run_plan(steps: Sequence[plan.Step], budget_s: float, started: float, idle: Any) -> list[report.Record]:
+def run_plan(
+    steps: Sequence[plan.Step], budget_s: float, started: float, idle: Callable[[plan.Step], report.Record]
+) -> list[report.Record]:
     """The plan in order; each step run only if its calibrated estimate fits the time left."""
     records: list[report.Record] = []
     state: dict[str, str] = {}
@@ -247,15 +250,24 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def make_plan(
-    args: argparse.Namespace, out_md: Path
-) -> tuple[list[plan.Step], list[plan.Variant], list[str]]:
-    variants, _, options = discover()
+@dataclass
+class Planned:
+    steps: list[plan.Step]
+    variants: list[plan.Variant]
+    prefixes: dict[str, tuple[str, ...]]
+    notes: list[str]
+
+
+def make_plan(args: argparse.Namespace, out_md: Path) -> Planned:
+    """The check's steps for the parts asked for (`--parts`), from the registry's methods."""
     parts = set(args.parts.split(","))
+    if not parts <= {"methods", "bench"}:
+        raise SystemExit(f"gpu_check: --parts takes methods, bench; got {args.parts}")
+    variants, prefixes, options = discover()
     bench, notes = bench_step(options, out_md.with_name(out_md.stem + "-energy.md"))
     tasks = check_tasks() if "methods" in parts else []
     steps = plan.build_plan(tasks, variants, args.work, bench if "bench" in parts else None)
-    return steps, variants, notes
+    return Planned(steps, variants, prefixes, notes)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -265,8 +277,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     now = datetime.now(timezone.utc)
     args.work = args.work or ROOT / "bench" / "out" / f"gpu-check-{now:%Y%m%d-%H%M%S}"
     if args.dry_run:
-        steps, _, notes = make_plan(args, report_paths(args.out_dir, "card", now))
-        print(plan.dry_run_text(steps, budget_s, [*notes, report.READ_ONLY]))
+        planned = make_plan(args, report_paths(args.out_dir, "card", now))
+        print(plan.dry_run_text(planned.steps, budget_s, [*planned.notes, report.READ_ONLY]))
         return 0
     if not gpu_visible():
         sys.exit(
@@ -283,43 +295,34 @@ def run_check(args: argparse.Namespace, budget_s: float, started: float, now: da
     index = torch.cuda.current_device()
     card = card_info(index)
     out_md = report_paths(args.out_dir, card["name"], now)
-    steps, variants, notes = make_plan(args, out_md)
-    _, prefixes, _ = discover()
+    planned = make_plan(args, out_md)
     print(
         f"gpu_check on {card['name']} (driver {card['driver']}, CUDA {card['cuda']}, torch {card['torch']})"
     )
     print(report.READ_ONLY, flush=True)
-    idle_W: list[float | None] = [None]
-    idle_src = ["not measured"]
 
     def idle(step: plan.Step) -> report.Record:
         t0 = time.perf_counter()
-        idle_W[0], idle_src[0] = energy_bench.measure_idle_W(index, plan.IDLE_S)
-        return report.Record(step, rc=0, seconds=time.perf_counter() - t0, summary={"status": "completed"})
+        watts, source = energy_bench.measure_idle_W(index, plan.IDLE_S)
+        summary = {"status": "completed", "idle_W": watts, "idle_source": source}
+        return report.Record(step, rc=0, seconds=time.perf_counter() - t0, summary=summary)
 
-    records = run_plan(steps, budget_s, started, idle)
+    records = run_plan(planned.steps, budget_s, started, idle)
     card["power_limit_after_W"] = power_limit_W(index)
-    rows = report.build_rows([r for r in records if r.step.task], variants, prefixes)
+    rows = report.build_rows([r for r in records if r.step.task], planned.variants, planned.prefixes)
+    idle_s = next((r.summary for r in records if r.step.phase == "idle" and r.summary), {})
     bench = next((r for r in records if r.step.phase == "bench"), None)
-    section = report.bench_section(bench, notes) if bench else []
+    section = report.bench_section(bench, planned.notes) if bench else []
+    idle_line = report.idle_text(idle_s.get("idle_W"), idle_s.get("idle_source", "not measured"))
     text = report.report_text(
-        card,
-        rows,
-        records,
-        budget_s,
-        time.perf_counter() - started,
-        report.idle_text(idle_W[0], idle_src[0]),
-        section,
+        card, rows, records, budget_s, time.perf_counter() - started, idle_line, section
     )
     out_md.parent.mkdir(parents=True, exist_ok=True)
     out_md.write_text(text)
     out_md.with_suffix(".csv").write_text(report.rows_csv(rows))
     print("\n" + text + f"\nReport: {out_md} (+ .csv); run dirs: {args.work}")
-    return (
-        1
-        if report.all_problems(card, rows) or (bench and bench.skipped is None and not bench.completed)
-        else 0
-    )
+    bench_failed = bench is not None and bench.skipped is None and not bench.completed
+    return 1 if report.all_problems(card, rows) or bench_failed else 0
 
 
 if __name__ == "__main__":
