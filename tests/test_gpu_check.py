@@ -192,53 +192,23 @@ def _ok(J, step=10, epochs=2, source="zeus-nvml", resumed=False, **extra):
 
 def test_the_report_gives_each_methods_status_figures_and_ratio_to_the_baseline(tmp_path):
     V = plan.Variant
-    variants = [
-        V("baseline"),
-        V("amp", ("amp",)),
-        V("prune", ("prune",)),
-        V("qat", ("qat",)),
-        V("power", ("power",)),
-        V("green", ("amp", "prune", "power"), recipe=True),
-    ]
-    t = "mnist"
+    variants = [V("baseline"), V("amp", ("amp",)), V("prune", ("prune",)), V("qat", ("qat",))]
+    variants += [V("power", ("power",)), V("green", ("amp", "prune", "power"), recipe=True)]
+    t, done = "mnist", {"step": 20, "epochs": 4, "resumed": True}
+    amp = {"amp/precision": "bf16-mixed", "amp/status": "active"}
+    aside = {"prune/status": "skipped", "prune/skipped": "net too small"}
+    dry = {"power/status": "dry_run", "power/limit_W": 700.0, "resumed": True, "source": "estimate"}
     records = [
         _rec("baseline", t, "half", _ok(0.02)),
-        _rec("baseline", t, "resumed", _ok(0.02, step=20, epochs=4, resumed=True)),
+        _rec("baseline", t, "resumed", _ok(0.02, **done)),
         _rec("amp", t, "half", _ok(0.01)),
-        _rec(
-            "amp",
-            t,
-            "resumed",
-            _ok(
-                0.01,
-                step=20,
-                epochs=4,
-                resumed=True,
-                **{"amp/precision": "bf16-mixed", "amp/status": "active"},
-            ),
-        ),
+        _rec("amp", t, "resumed", _ok(0.01, **done, **amp)),
         _rec("prune", t, "half", _ok(0.02)),
-        _rec(
-            "prune",
-            t,
-            "resumed",
-            _ok(0.02, step=20, resumed=True, **{"prune/status": "skipped", "prune/skipped": "net too small"}),
-        ),
+        _rec("prune", t, "resumed", _ok(0.02, **done, **aside)),
         _rec("qat", t, "half", _ok(0.02)),
         _rec("qat", t, "resumed", {"status": "failed", "error": "RuntimeError: int8 kernel"}, rc=1),
         _rec("power", t, "half", _ok(0.02, step=10)),
-        _rec(
-            "power",
-            t,
-            "resumed",
-            _ok(
-                0.02,
-                step=10,
-                resumed=True,
-                source="estimate",
-                **{"power/status": "dry_run", "power/limit_W": 700.0},
-            ),
-        ),
+        _rec("power", t, "resumed", _ok(0.02, step=10, **dry)),  # no step after the resume
         _rec("green", t, "half", skipped="would not fit: ~60 s estimated, 3 s of the budget left"),
         _rec("green", t, "resumed", skipped="needs green@mnist/half, which did not complete"),
     ]
@@ -246,13 +216,11 @@ def test_the_report_gives_each_methods_status_figures_and_ratio_to_the_baseline(
     rows = {r.variant: r for r in report.build_rows(records, variants, prefixes)}
     assert rows["baseline"].status == "completed" and rows["baseline"].x_baseline == 1.0
     assert rows["baseline"].resume == "ok: epoch 2 -> 4, step 10 -> 20"
-    assert rows["amp"].x_baseline == pytest.approx(0.5) and rows["amp"].figures == {
-        "amp/precision": "bf16-mixed"
-    }
+    assert rows["amp"].x_baseline == pytest.approx(0.5)
+    assert rows["amp"].figures == {"amp/precision": "bf16-mixed"}
     assert rows["prune"].status == "stepped aside" and rows["prune"].detail == "prune: net too small"
-    assert (
-        rows["qat"].status == "failed" and rows["qat"].detail == "after the resume: RuntimeError: int8 kernel"
-    )
+    assert rows["qat"].status == "failed"
+    assert rows["qat"].detail == "after the resume: RuntimeError: int8 kernel"
     assert rows["power"].resume == "failed: global_step 10 after the resume, 10 before it"
     assert rows["power"].figures == {"power/limit_W": 700.0}
     assert rows["green"].status == "not run" and rows["green"].detail.startswith("would not fit")
@@ -262,14 +230,8 @@ def test_the_report_gives_each_methods_status_figures_and_ratio_to_the_baseline(
         "power on mnist: resume failed: global_step 10 after the resume, 10 before it",
         "power on mnist: energy/source is estimate, not zeus-nvml",
     ]
-    card = {
-        "name": "NVIDIA H100 80GB HBM3",
-        "driver": "550.54",
-        "cuda": "12.4",
-        "torch": "2.5.1",
-        "power_limit_before_W": 700.0,
-        "power_limit_after_W": 700.0,
-    }
+    card = {"name": "NVIDIA H100 80GB HBM3", "driver": "550.54", "cuda": "12.4", "torch": "2.5.1"}
+    card |= {"power_limit_before_W": 700.0, "power_limit_after_W": 700.0}
     text = report.report_text(card, list(rows.values()), records, 480, 300, "card idle power: 70.0 W", [])
     head = text.splitlines()[:6]
     assert head[0] == "# wattwise GPU check: NVIDIA H100 80GB HBM3"
@@ -279,10 +241,8 @@ def test_the_report_gives_each_methods_status_figures_and_ratio_to_the_baseline(
     assert "- result: FAIL (3 problem(s))" in text and "- green epochs 1-2" not in text
     assert "- green half: would not fit" in text
     changed = report.report_text({**card, "power_limit_after_W": 300.0}, [], [], 480, 1, "idle", [])
-    assert (
-        "the power limit CHANGED" in changed
-        and "- the card's power limit changed during the check" in changed
-    )
+    assert "the power limit CHANGED" in changed
+    assert "- the card's power limit changed during the check" in changed
     table = list(csv.DictReader(io.StringIO(report.rows_csv(list(rows.values())))))
     assert [r["variant"] for r in table] == ["baseline", "amp", "prune", "qat", "power", "green"]
     assert table[1]["x_baseline"] == "0.5" and table[2]["status"] == "stepped aside"
@@ -343,26 +303,9 @@ def test_the_bench_section_quotes_energy_benchs_results_or_says_why_it_did_not_r
 @pytest.mark.slow
 def test_the_runner_trains_resumes_and_reports_through_train_py(tmp_path, monkeypatch):
     """The card's settings swapped for the CPU's: two train.py halves and a resume, read back."""
-    monkeypatch.setattr(
-        plan,
-        "COMMON",
-        (
-            "trainer=cpu",
-            "energy=estimate",
-            "logger=csv",
-            "seed=0",
-            "++callbacks.progress_bar=null",
-            "++callbacks.energy_report.plot=false",
-            "cpu_threads=1",
-        ),
-    )
-    tiny = (
-        "data=digits",
-        "model=mlp",
-        "+trainer.limit_train_batches=3",
-        "+trainer.limit_val_batches=2",
-        "+trainer.limit_test_batches=2",
-    )
+    cpu = "trainer=cpu energy=estimate logger=csv seed=0 cpu_threads=1 ++callbacks.progress_bar=null"
+    monkeypatch.setattr(plan, "COMMON", (*cpu.split(), "++callbacks.energy_report.plot=false"))
+    tiny = tuple("data=digits model=mlp +trainer.limit_train_batches=3 +trainer.limit_val_batches=2".split())
     task = plan.CheckTask("tiny", tiny, epochs=2, resume=True)
     variants = [plan.Variant("baseline"), plan.Variant("early_stop", ("early_stop",))]
     steps = plan.build_plan([task], variants, tmp_path, None)[1:]
@@ -371,9 +314,8 @@ def test_the_runner_trains_resumes_and_reports_through_train_py(tmp_path, monkey
     assert [r.status for r in rows] == ["completed", "completed"], [r.detail for r in rows]
     assert all(r.resume.startswith("ok: epoch 1 -> 2") for r in rows), [r.resume for r in rows]
     assert rows[1].figures.get("stop/reason") and rows[1].x_baseline is not None
-    assert report.problems(rows) == [
-        f"{r.variant} on tiny: energy/source is estimate, not zeus-nvml" for r in rows
-    ]
+    nvml = [f"{r.variant} on tiny: energy/source is estimate, not zeus-nvml" for r in rows]
+    assert report.problems(rows) == nvml
 
 
 def _fake_card(monkeypatch, runs: list, fail: str | None = None) -> None:
@@ -382,26 +324,16 @@ def _fake_card(monkeypatch, runs: list, fail: str | None = None) -> None:
 
     monkeypatch.setattr(check, "gpu_visible", lambda: True)
     monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
-    monkeypatch.setattr(
-        check,
-        "card_info",
-        lambda i: {
-            "name": "NVIDIA H100 80GB HBM3",
-            "driver": "550.54",
-            "cuda": "12.4",
-            "torch": "2.5.1",
-            "power_limit_before_W": 700.0,
-        },
-    )
+    card = {"name": "NVIDIA H100 80GB HBM3", "driver": "550.54", "cuda": "12.4", "torch": "2.5.1"}
+    monkeypatch.setattr(check, "card_info", lambda i: {**card, "power_limit_before_W": 700.0})
     monkeypatch.setattr(check, "power_limit_W", lambda i: 700.0)
     monkeypatch.setattr(check.energy_bench, "measure_idle_W", lambda i, s: (61.5, "zeus-nvml"))
 
     def train(step, timeout_s):
         runs.append(step)
         if step.variant == fail:
-            return report.Record(
-                step, rc=1, seconds=1.0, summary={"status": "failed", "error": "CUDA error: boom"}
-            )
+            failed = {"status": "failed", "error": "CUDA error: boom"}
+            return report.Record(step, rc=1, seconds=1.0, summary=failed)
         resumed = step.phase == "resumed"
         s = _ok(0.01 if step.variant == "baseline" else 0.008, step=20 if resumed else 10, resumed=resumed)
         s.update({f"{step.variant}/status": "active"})
