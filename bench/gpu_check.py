@@ -278,7 +278,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.work = args.work or ROOT / "bench" / "out" / f"gpu-check-{now:%Y%m%d-%H%M%S}"
     if args.dry_run:
         planned = make_plan(args, report_paths(args.out_dir, "card", now))
-        print(plan.dry_run_text(planned.steps, budget_s, [*planned.notes, report.READ_ONLY]))
+        dropped = {s.phase for s, _, why in plan.simulate(planned.steps, budget_s) if why}
+        hint = ["the bench would not fit: run it alone with --parts bench"] if "bench" in dropped else []
+        print(plan.dry_run_text(planned.steps, budget_s, [*planned.notes, *hint, report.READ_ONLY]))
         return 0
     if not gpu_visible():
         sys.exit(

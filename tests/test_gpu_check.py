@@ -152,6 +152,7 @@ def test_dry_run_lists_the_steps_in_order_without_a_gpu(monkeypatch, capsys, tmp
     assert "idle power" in steps[0] and "baseline on mnist1d-40k+cnn1d: epochs 1-2" in steps[1]
     assert "energy bench short form" in steps[-1] and "SKIPPED: would not fit" in steps[-1]
     assert "never changes the card's power limit, clocks or modes" in out
+    assert "the bench would not fit: run it alone with --parts bench" in out
     assert not list(tmp_path.iterdir())  # nothing run, nothing written
 
 
