@@ -35,8 +35,7 @@ def _plan(tmp_path: Path, discovered) -> list:
 
 # ---- the plan -------------------------------------------------------------------------------------
 def test_the_plan_runs_every_registered_method_and_recipe_on_each_task_baseline_first(tmp_path, discovered):
-    from wattwise.optim import registry
-
+    registry = check._registry()  # the script's one import of it
     steps = _plan(tmp_path, discovered)
     assert steps[0].phase == "idle"
     wanted = ["baseline", *registry.method_names(), *registry.recipe_names()]
@@ -63,8 +62,7 @@ def test_the_plan_runs_every_registered_method_and_recipe_on_each_task_baseline_
 
 
 def test_power_runs_only_as_a_dry_run_alone_and_inside_green(tmp_path, discovered):
-    from wattwise.optim import registry
-
+    registry = check._registry()  # the script's one import of it
     steps = _plan(tmp_path, discovered)
     with_power = [
         s
