@@ -11,7 +11,7 @@ SWEEP ?=
 # cores of the CI machine; TEST_WORKERS=0 runs in one process (pdb, -x, print debugging).
 TEST_WORKERS ?= 2
 
-.PHONY: install train test test-fast bench bench-quick bench-gpu sweep compare lint format clean
+.PHONY: install train test test-fast bench bench-quick bench-gpu gpu-check sweep compare lint format clean
 
 install: $(STAMP)
 
@@ -41,6 +41,13 @@ bench-quick: $(STAMP)
 # One CUDA card, NVML through the energy monitor, the card's idle power measured; changes nothing on it.
 bench-gpu: $(STAMP)
 	$(PY) bench/energy_bench.py --gpu $(ARGS)
+
+# One CUDA card, about 8 minutes: every registered method and green through train.py (NVML energy),
+# each resumed once, then the GPU bench's short form; report in bench/results/gpu-<date>-<card>.md.
+# Read-only towards the card (power: dry run). Without a GPU it stops in one line;
+# make gpu-check ARGS=--dry-run lists the steps, estimates and budget anywhere.
+gpu-check: $(STAMP)
+	$(PY) bench/gpu_check.py $(ARGS)
 
 # The baseline, each registered method alone and each recipe (green): the list comes from the registry.
 sweep: $(STAMP)
