@@ -55,7 +55,7 @@ RESULTS_DIR = ROOT / "bench" / "results"
 
 def _registry() -> ModuleType:
     """The method registry: the one import to re-point when it moves."""
-    from wattwise.optim import registry
+    from wattwise.methods import registry
 
     return registry
 
