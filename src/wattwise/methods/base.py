@@ -111,10 +111,17 @@ class EnergyMethod(L.Callback):
         self.services = {k: v for k, v in services.items() if k in wanted}
         self._services_bound = True
 
-    def ensure_services(self, trainer: L.Trainer) -> None:
-        """In a plain Trainer nobody assembled the run: resolve the services from its callbacks."""
-        if not self._services_bound:
-            run_services.bind(trainer.callbacks)
+    def ensure_services(self, trainer: L.Trainer | None) -> None:
+        """In a plain Trainer nobody assembled the run: resolve the services from its callbacks.
+
+        Called at `setup`, and by methods whose `on_fit_start` (or a service call) needs them.
+        """
+        if self._services_bound:
+            return
+        callbacks = list(getattr(trainer, "callbacks", None) or [])
+        if not any(cb is self for cb in callbacks):
+            callbacks.append(self)
+        run_services.bind(callbacks)
 
     @property
     def energy_monitor(self) -> Any:

@@ -254,6 +254,7 @@ class BatchSize(EnergyMethod):
 
     # ---- Lightning hooks ------------------------------------------------------------------
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.ensure_services(trainer)
         if not self.active:
             return
         self._reset()

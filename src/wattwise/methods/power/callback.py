@@ -218,6 +218,7 @@ class Power(EnergyMethod):
 
     # ---- Lightning hooks ------------------------------------------------------------------
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.ensure_services(trainer)
         if self._opened_early:  # the batch-size finder borrowed the card this fit: it is open already
             self._opened_early = False
             return
