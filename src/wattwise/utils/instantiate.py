@@ -35,6 +35,21 @@ CONTRACT_HINT = (
 
 
 # ---- `_target_` -------------------------------------------------------------------------------
+# The methods' classes before each method got its own folder (wattwise.methods.<option>): a config
+# that still names one fails in one line naming the new target.
+MOVED_TARGETS = {
+    "wattwise.optim.precision.AutoMixedPrecision": "wattwise.methods.amp.callback.Amp",
+    "wattwise.optim.batch_size.BatchSizeFinder": "wattwise.methods.batch_size.callback.BatchSize",
+    "wattwise.optim.carbon_aware.CarbonAwareStart": "wattwise.methods.carbon_aware.callback.CarbonAware",
+    "wattwise.optim.data_cache.DataCache": "wattwise.methods.data_cache.callback.DataCache",
+    "wattwise.optim.distill.Distillation": "wattwise.methods.distill.callback.Distill",
+    "wattwise.optim.early_stop.EnergyAwareEarlyStopping": "wattwise.methods.early_stop.callback.EarlyStop",
+    "wattwise.optim.power_limit.PowerLimitTuner": "wattwise.methods.power.callback.Power",
+    "wattwise.optim.prune.StructuredPruning": "wattwise.methods.prune.callback.Prune",
+    "wattwise.optim.quantize.QuantizationAwareTraining": "wattwise.methods.qat.callback.Qat",
+}
+
+
 def locate(key: str, node: DictConfig) -> Callable[..., Any]:
     """The class or function a node's `_target_` names, or one line naming the key."""
     from hydra.utils import get_method
@@ -42,6 +57,9 @@ def locate(key: str, node: DictConfig) -> Callable[..., Any]:
     target = node.get("_target_")
     if not target:
         raise ConfigError(f"{key}._target_ is missing: set it to a class, e.g. {key}._target_=mypkg.MyClass")
+    if str(target) in MOVED_TARGETS:
+        new = MOVED_TARGETS[str(target)]
+        raise ConfigError(f"{key}._target_={target} has moved: use {key}._target_={new}")
     try:
         return get_method(str(target))
     except Exception as err:  # noqa: BLE001 - Hydra wraps the ImportError/AttributeError

@@ -1,56 +1,8 @@
 """Energy-aware early stopping: stop when another kilojoule no longer buys accuracy (`+optim=early_stop`).
 
-Method card
------------
-What it does
-    At the end of every training epoch (after validation, after the EnergyMonitor has closed
-    the epoch's energy) it checks four rules and stops the fit when any fires, saying which:
-
-    - ``energy_budget``: the fit has a budget (``budget_J`` or ``budget_kWh``). It predicts the
-      next epoch's cost as the largest of the last ``window`` measured epochs and stops
-      *before* an epoch that would cross the budget, not after.
-    - ``diminishing_returns``: the best value of the monitored metric improved by too little
-      per kilojoule over the last ``window`` epochs, for ``diminishing_patience`` epochs in a
-      row. "Too little" is relative by default: below ``min_gain_fraction`` of the run's own
-      average improvement per kilojoule so far (scale-free: the same setting works for an
-      MLP on a CPU and a ResNet on a GPU). An absolute floor in metric units per kJ
-      (``min_gain_per_kJ``) can be set instead or as well.
-    - ``target_reached``: the metric reached ``target`` (time-to-accuracy style).
-    - ``patience``: the ordinary rule (no improvement by more than ``min_delta`` for
-      ``patience`` validations), off unless set, so one callback covers what users expect.
-
-    The reason, the epoch and the energy at the stop go to ``summary.json`` and the loggers as
-    ``stop/reason``, ``stop/epoch`` (epochs trained) and ``stop/energy_J`` (``max_epochs`` when
-    no rule fired). Each epoch it logs ``stop/gain_per_kJ`` and ``stop/min_gain_per_kJ``, the
-    two numbers the diminishing-returns rule compares, so a threshold can be tuned from a log.
-
-What it saves
-    The epochs past the point of diminishing returns. On digits (MLP, CPU, estimated energy,
-    ``trainer.max_epochs=40``) the defaults used about a third of the fixed-epoch energy at
-    the same median test accuracy; see the card (methods/early_stop/README.md) and bench/RESULTS.md.
-
-What it costs
-    Nothing per step: it reads the monitor's per-epoch figures once per epoch (one all-reduce
-    per epoch under DDP, to agree on the decision). Stopping early can lose accuracy a longer
-    run would have found; the best checkpoint (not the last epoch) is what gets tested, which
-    limits the loss to what later epochs would have added.
-
-When not to use it
-    Schedules that need the full length to pay off (one-cycle, cosine decay to zero, warm
-    restarts): their metric plateaus and then improves late, and a plateau rule stops them in
-    the plateau. Set a ``target`` or a budget only, or a larger ``window``. Runs without an
-    energy measurement (``energy=off``) cannot use the energy rules.
-
-How it composes
-    It only reads the run's single EnergyMonitor (no second Zeus monitor) and sets
-    ``trainer.should_stop``. Anything that makes epochs cheaper (pruning, AMP, power limits)
-    raises the metric gain per kJ, and the rule accounts for that: cheaper epochs are allowed
-    to run longer for the same gain. Its state (the per-epoch history) is kept in checkpoints,
-    so a resumed run continues with the energy already spent counted against the budget.
-    When another method changes the net's structure (a prune), patience, diminishing returns
-    and the target restart from that epoch: the smaller net is judged on its own progress, not
-    against the wider net's best. An epoch that ends at `trainer.max_epochs` is never called an
-    early stop: its reason is `max_epochs`.
+The method card is README.md beside this file (the four rules, what it saves and costs, when not
+to use it, resuming). The rules themselves are pure functions of the per-epoch history in
+`rules.py`; this callback gathers each epoch's metric and energy, asks them, and stops the fit.
 """
 
 from __future__ import annotations
@@ -61,144 +13,28 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import lightning as L
+from lightning.pytorch.utilities.model_helpers import is_overridden
 
 from wattwise.energy.monitor import J_PER_KWH, EnergyMonitor
 from wattwise.methods.base import STATUS_ACTIVE, EnergyMethod, StructureChange
+from wattwise.methods.early_stop.rules import (
+    REASONS,
+    EpochRecord,
+    budget_fired,
+    diminishing_returns_fired,
+    diminishing_returns_rates,
+    epoch_energy_J,
+    fired_rules,
+    next_epoch_J,
+    patience_fired,
+    target_fired,
+)
 from wattwise.methods.shared.settings import MethodSettings, integer, number, one_of, setting, text
 from wattwise.utils.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
 KEY = "callbacks.early_stop"
-REASONS = ("target_reached", "energy_budget", "diminishing_returns", "patience")
-
-
-@dataclass
-class EpochRecord:
-    """One training epoch as the rules see it.
-
-    metric is None for an epoch without validation (check_val_every_n_epoch > 1);
-    epoch_J is that epoch's energy (training + validation), spent_J the fit's total after it.
-    """
-
-    epoch: int
-    metric: float | None
-    epoch_J: float
-    spent_J: float
-
-
-# ---- the rules, as pure functions of the history (unit-testable, and replayable after resume) ----------
-
-
-def _signed(history: list[EpochRecord], sign: float) -> list[float | None]:
-    """Best-so-far of the metric after each epoch, in a space where larger is better."""
-    best: float | None = None
-    out: list[float | None] = []
-    for rec in history:
-        if rec.metric is not None:
-            v = sign * rec.metric
-            best = v if best is None else max(best, v)
-        out.append(best)
-    return out
-
-
-def diminishing_returns_rates(
-    history: list[EpochRecord],
-    sign: float,
-    window: int,
-    min_gain_fraction: float | None,
-    min_gain_per_kJ: float | None,
-) -> list[tuple[float, float] | None]:
-    """For each epoch, (gain per kJ over the last `window` epochs, the threshold it must reach), or None.
-
-    gain = best-so-far now - best-so-far `window` epochs ago (never negative), per kJ spent in
-    those `window` epochs. The threshold is the larger of `min_gain_per_kJ` and
-    `min_gain_fraction` x the run's average gain per kJ since its first validated epoch.
-    """
-    best = _signed(history, sign)
-    first = next((i for i, b in enumerate(best) if b is not None), None)
-    out: list[tuple[float, float] | None] = []
-    for i, rec in enumerate(history):
-        if first is None or rec.metric is None or i - window < first:
-            out.append(None)
-            continue
-        gain = best[i] - best[i - window]  # type: ignore[operator]
-        kJ = sum(r.epoch_J for r in history[i - window + 1 : i + 1]) / 1000.0
-        rate = gain / kJ if kJ > 0 else (math.inf if gain > 0 else 0.0)
-        threshold = 0.0
-        if min_gain_per_kJ is not None:
-            threshold = max(threshold, min_gain_per_kJ)
-        if min_gain_fraction is not None:
-            spent_kJ = sum(r.epoch_J for r in history[first + 1 : i + 1]) / 1000.0
-            average = (best[i] - best[first]) / spent_kJ if spent_kJ > 0 else 0.0  # type: ignore[operator]
-            threshold = max(threshold, min_gain_fraction * average)
-        out.append((rate, threshold))
-    return out
-
-
-def diminishing_returns_fired(
-    history: list[EpochRecord],
-    sign: float,
-    window: int,
-    min_gain_fraction: float | None,
-    min_gain_per_kJ: float | None,
-    diminishing_patience: int,
-) -> bool:
-    """True when the last `diminishing_patience` validated epochs all fell below the threshold.
-
-    An epoch with no gain at all over its window always counts as below.
-    """
-    if min_gain_fraction is None and min_gain_per_kJ is None:
-        return False
-    below = 0
-    for entry in diminishing_returns_rates(history, sign, window, min_gain_fraction, min_gain_per_kJ):
-        if entry is None:
-            continue
-        rate, threshold = entry
-        below = below + 1 if (rate <= 0 or rate < threshold) else 0
-    return bool(history) and history[-1].metric is not None and below >= diminishing_patience
-
-
-def patience_fired(history: list[EpochRecord], sign: float, patience: int | None, min_delta: float) -> bool:
-    """The ordinary rule: `patience` validations in a row without improving by more than `min_delta`."""
-    if patience is None:
-        return False
-    best: float | None = None
-    wait = 0
-    for rec in history:
-        if rec.metric is None:
-            continue
-        v = sign * rec.metric
-        if best is None or v - best > min_delta:
-            best, wait = v, 0
-        else:
-            wait += 1
-    return wait >= patience
-
-
-def target_fired(history: list[EpochRecord], sign: float, target: float | None) -> bool:
-    if target is None or not history or history[-1].metric is None:
-        return False
-    return sign * history[-1].metric >= sign * target
-
-
-def next_epoch_J(history: list[EpochRecord], window: int) -> float | None:
-    """The predicted cost of the next epoch: the largest of the last `window` measured epochs."""
-    recent = [r.epoch_J for r in history[-window:]]
-    return max(recent) if recent else None
-
-
-def budget_fired(history: list[EpochRecord], spent_J: float, budget_J: float | None, window: int) -> bool:
-    """True when the next epoch, at the cost of the recent ones, would take the fit past the budget."""
-    if budget_J is None:
-        return False
-    if spent_J >= budget_J:
-        return True
-    predicted = next_epoch_J(history, window)
-    return predicted is not None and spent_J + predicted > budget_J
-
-
-# ---- the callback --------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -270,26 +106,14 @@ class EarlyStop(EnergyMethod):
             raise ConfigError(
                 f"{KEY}.monitor must be the name of a logged metric, e.g. val/acc, got {monitor!r}"
             )
-        s = EarlyStopSettings.build(
-            KEY,
-            **{k: v for k, v in locals().items() if k in EarlyStopSettings.__dataclass_fields__},
-        )
-        self.settings = s
+        fields = EarlyStopSettings.__dataclass_fields__
+        s = self.settings = EarlyStopSettings.build(KEY, **{k: v for k, v in locals().items() if k in fields})
         self.monitor, self.mode = s.monitor, s.mode
         self.sign = 1.0 if s.mode == "max" else -1.0
         self.budget_J = s.budget_kWh * J_PER_KWH if s.budget_kWh is not None else s.budget_J
-        self.window, self.min_gain_fraction, self.min_gain_per_kJ = (
-            s.window,
-            s.min_gain_fraction,
-            s.min_gain_per_kJ,
-        )
-        self.diminishing_patience, self.target = s.diminishing_patience, s.target
-        self.patience, self.min_delta = s.patience, s.min_delta
 
         self.history: list[EpochRecord] = []
-        self.since = (
-            0  # history index from which patience/diminishing returns/target count (a prune restarts)
-        )
+        self.since = 0  # history index the metric rules count from (a structure change moves it)
         self.stopped: dict[str, Any] | None = None  # reason, epoch, energy_J of the stop
         self._final: dict[str, Any] | None = None  # epoch and energy at train end when no rule fired
         self._monitor: EnergyMonitor | None = None
@@ -301,11 +125,8 @@ class EarlyStop(EnergyMethod):
 
     @property
     def uses_energy(self) -> bool:
-        return (
-            self.budget_J is not None
-            or self.min_gain_fraction is not None
-            or self.min_gain_per_kJ is not None
-        )
+        s = self.settings
+        return self.budget_J is not None or s.min_gain_fraction is not None or s.min_gain_per_kJ is not None
 
     def requirements(self) -> frozenset[str]:
         return frozenset({"energy"}) if self.uses_energy else frozenset()
@@ -357,7 +178,7 @@ class EarlyStop(EnergyMethod):
         # A resumed run: the restored history and the energy already spent may rule out even one more epoch.
         if self.history and self.budget_J is not None:
             spent = self._spent_J(trainer)
-            if budget_fired(self.history, spent, self.budget_J, self.window):
+            if budget_fired(self.history, spent, self.budget_J, self.settings.window):
                 self._stop(trainer, ["energy_budget"], spent, epochs=trainer.current_epoch)
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -388,35 +209,13 @@ class EarlyStop(EnergyMethod):
         if not self.active:
             return
         epoch = trainer.current_epoch
-        metric = self._validated_value if self._validated_epoch == epoch else None
-        if metric is None and not _has_validation(trainer, pl_module):
-            value = trainer.callback_metrics.get(self.monitor)  # a training metric, with no validation loop
-            if value is None:
-                self._missing_metric(trainer)
-            metric = float(value)
+        metric = self._epoch_metric(trainer, pl_module)
         spent = self._spent_J(trainer)
         energies = self._monitor.epoch_energies_J if self._monitor else []
-        if len(energies) > self._epochs_logged:  # the monitor's (DDP-summed) figure for this epoch
-            epoch_J = energies[-1]
-        else:
-            epoch_J = spent - self._epoch_start_J
+        epoch_J = epoch_energy_J(energies, self._epochs_logged, spent, self._epoch_start_J)
         self._epochs_logged = len(energies)
-        self.history.append(EpochRecord(epoch=epoch, metric=metric, epoch_J=float(epoch_J), spent_J=spent))
-
-        rates = diminishing_returns_rates(
-            self.history,
-            self.sign,
-            self.window,
-            self.min_gain_fraction,
-            self.min_gain_per_kJ,
-        )
-        if rates and rates[-1] is not None and math.isfinite(rates[-1][0]):
-            pl_module.log_dict(
-                {"stop/gain_per_kJ": rates[-1][0], "stop/min_gain_per_kJ": rates[-1][1]},
-                on_step=False,
-                on_epoch=True,
-                rank_zero_only=True,
-            )
+        self.history.append(EpochRecord(epoch=epoch, metric=metric, epoch_J=epoch_J, spent_J=spent))
+        self._log_rates(pl_module)
 
         last = trainer.max_epochs is not None and 0 < trainer.max_epochs <= epoch + 1
         fired = [] if last else self._evaluate(spent)  # the fit ends here anyway: reason max_epochs
@@ -426,18 +225,35 @@ class EarlyStop(EnergyMethod):
         if decision:
             self._stop(trainer, fired or ["other_rank"], spent, epochs=epoch + 1)
 
+    def _epoch_metric(self, trainer: L.Trainer, pl_module: L.LightningModule) -> float | None:
+        """This epoch's validated metric; a training metric when the fit has no validation loop;
+        None for an epoch that was not validated (check_val_every_n_epoch > 1)."""
+        if self._validated_epoch == trainer.current_epoch and self._validated_value is not None:
+            return self._validated_value
+        if _has_validation(trainer, pl_module):
+            return None
+        value = trainer.callback_metrics.get(self.monitor)
+        if value is None:
+            self._missing_metric(trainer)
+        return float(value)
+
+    def _log_rates(self, pl_module: L.LightningModule) -> None:
+        """The two numbers the diminishing-returns rule compares, so a threshold can be tuned from a log."""
+        s = self.settings
+        rates = diminishing_returns_rates(
+            self.history, self.sign, s.window, s.min_gain_fraction, s.min_gain_per_kJ
+        )
+        if rates and rates[-1] is not None and math.isfinite(rates[-1][0]):
+            pl_module.log_dict(
+                {"stop/gain_per_kJ": rates[-1][0], "stop/min_gain_per_kJ": rates[-1][1]},
+                on_step=False,
+                on_epoch=True,
+                rank_zero_only=True,
+            )
+
     def _evaluate(self, spent_J: float) -> list[str]:
-        # Budget: the whole fit's energy, the next epoch predicted from the current net's epochs.
-        h, s = self.history[self.since :], self.sign
-        checks = {
-            "target_reached": target_fired(h, s, self.target),
-            "energy_budget": budget_fired(h or self.history, spent_J, self.budget_J, self.window),
-            "diminishing_returns": diminishing_returns_fired(
-                h, s, self.window, self.min_gain_fraction, self.min_gain_per_kJ, self.diminishing_patience
-            ),
-            "patience": patience_fired(h, s, self.patience, self.min_delta),
-        }
-        return [name for name in REASONS if checks[name]]
+        """The rules that fire now (see rules.fired_rules); bench/early_stop_replay.py calls it too."""
+        return fired_rules(self.history, self.since, spent_J, self.budget_J, self.settings)
 
     def _stop(self, trainer: L.Trainer, reasons: list[str], spent_J: float, epochs: int) -> None:
         trainer.should_stop = True
@@ -447,7 +263,7 @@ class EarlyStop(EnergyMethod):
         also = f" (also: {', '.join(reasons[1:])})" if len(reasons) > 1 else ""
         log.info("Early stop after %d epochs, %.4g J spent: %s%s", epochs, spent_J, reasons[0], also)
         if "energy_budget" in reasons and self.budget_J is not None:
-            predicted = next_epoch_J(self.history, self.window)
+            predicted = next_epoch_J(self.history, self.settings.window)
             log.info("Budget %.4g J; the next epoch would cost about %.4g J", self.budget_J, predicted or 0.0)
             if spent_J > self.budget_J:
                 log.warning(
@@ -521,6 +337,18 @@ class EarlyStop(EnergyMethod):
 
 def _has_validation(trainer: L.Trainer, pl_module: L.LightningModule) -> bool:
     """Whether this fit validates at all (not whether it validated this epoch)."""
-    from lightning.pytorch.utilities.model_helpers import is_overridden
-
     return trainer.limit_val_batches != 0 and is_overridden("validation_step", pl_module)
+
+
+__all__: list[str] = [
+    "REASONS",
+    "EarlyStop",
+    "EarlyStopSettings",
+    "EpochRecord",
+    "budget_fired",
+    "diminishing_returns_fired",
+    "diminishing_returns_rates",
+    "next_epoch_J",
+    "patience_fired",
+    "target_fired",
+]

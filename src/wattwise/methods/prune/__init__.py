@@ -1,9 +1,11 @@
-"""The parts of `+optim=prune` (the callback is `wattwise.methods.prune.callback.Prune`).
+"""The parts of `+optim=prune` (the callback is `wattwise.methods.prune.callback.Prune`; card: README.md).
 
+- `settings`: the `callbacks.prune.*` keys, defaults and checks (`PruneSettings`);
+- `pruner`: building the pruner at fit start, the layers left alone, the ratio a MACs target needs;
+- `step`: one scheduled prune (rank 0's choice applied everywhere) and the Taylor gradients;
 - `schedule`: how much of the final ratio each prune reaches;
-- `structure`: tensor shapes in checkpoints, resizing a net to them, layers' size attributes;
 - `surgery`: pruning one channel group, swapping the new tensors into the optimizer with sliced state;
-- `inputs`: the real samples the net is traced with;
-- `export`: the inference files written at fit end;
 - `tp_adapter`: the only module that imports torch-pruning.
+
+Tensor shapes in checkpoints, the tracing inputs and the export are shared (`methods/shared/`).
 """
