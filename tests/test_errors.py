@@ -72,3 +72,18 @@ def test_cli_bad_input_is_one_clear_line(tmp_path, args, expect):
     assert expect in proc.stderr
     assert "Traceback" not in proc.stderr
     assert not (tmp_path / "run" / "checkpoints").exists()  # failed before any training
+
+
+def test_a_config_naming_a_methods_old_class_fails_in_one_line_naming_the_new_one():
+    from omegaconf import OmegaConf
+
+    from wattwise.utils.errors import ConfigError
+    from wattwise.utils.instantiate import MOVED_TARGETS, locate
+
+    node = OmegaConf.create({"_target_": "wattwise.optim.prune.StructuredPruning"})
+    with pytest.raises(ConfigError) as err:
+        locate("callbacks.prune", node)
+    msg = str(err.value)
+    assert "\n" not in msg and "wattwise.methods.prune.callback.Prune" in msg
+    for new in MOVED_TARGETS.values():  # every new target is real
+        assert locate("k", OmegaConf.create({"_target_": new})).__name__ == new.rpartition(".")[2]
