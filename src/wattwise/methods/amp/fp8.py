@@ -10,9 +10,10 @@ hardware and the net instead of reading the host):
   enough that the FP8 matmul beats bf16 on H100 by torchao's benchmarks); every other layer
   keeps bf16, with the reason.
 
-FP8 is never switched on blind: amp (methods/amp/callback.py) measures it against bf16 at fit start
-and keeps it only if it is cheaper. torchao recommends `torch.compile` for FP8 training; in
-eager mode its casts cost extra kernels, which the measurement sees.
+`gate` puts the two together with amp's settings. FP8 is never switched on blind: amp
+(methods/amp/callback.py) measures it against bf16 at fit start and keeps it only if it is
+cheaper. torchao recommends `torch.compile` for FP8 training; in eager mode its casts cost extra
+kernels, which the measurement sees.
 """
 
 from __future__ import annotations
@@ -97,3 +98,27 @@ def swap_back(net: nn.Module, originals: dict[str, nn.Module]) -> None:
         parent_name, _, child = name.rpartition(".")
         parent = net.get_submodule(parent_name) if parent_name else net
         setattr(parent, child, linear)
+
+
+def gate(
+    setting: str, precision: str, device: tuple[str, tuple[int, int] | None], net: nn.Module, recipe: str
+) -> tuple[list[str], str, str | None]:
+    """amp's FP8 gate: (layers to try in FP8, the note amp reports, the card's answer where it passed).
+
+    In order: `callbacks.amp.fp8`, the run's precision (FP8 is tried against bf16-mixed), the card,
+    torchao installed, then torchao's shape guidance per layer.
+    """
+    if setting == "off":
+        return [], "off (callbacks.amp.fp8)", None
+    if precision != "bf16-mixed":
+        return [], f"not tried: the run trains in {precision}, FP8 is tried against bf16-mixed", None
+    supported, why = fp8_support(*device)
+    if not supported:
+        return [], f"not tried: {why}", None
+    from wattwise.compat.torchao import INSTALL_HINT
+    from wattwise.compat.torchao import available as torchao_available
+
+    if not torchao_available():
+        return [], f"not tried: {INSTALL_HINT}", None
+    plan = plan_fp8_layers(net, recipe)
+    return list(plan.fp8), plan.describe(), why
