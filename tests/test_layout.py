@@ -77,7 +77,6 @@ SPLIT_PENDING = {
     "wattwise/methods/batch_size/callback.py": 643,
     "wattwise/methods/early_stop/callback.py": 526,
     "wattwise/methods/prune/callback.py": 574,
-    "wattwise/methods/power/callback.py": 779,
     "wattwise/methods/amp/callback.py": 594,
 }
 
