@@ -56,23 +56,9 @@ log = logging.getLogger(__name__)
 class Power(JointSearch):
     """Chooses the GPU's power limit with Zeus's selectors and restores the original one afterwards.
 
-    Args (config keys `callbacks.power.*`, checked by `PowerSettings`):
-        selector: `energy`, `time`, `zeus_cost` or `max_slowdown`.
-        eta: `zeus_cost`'s weight on energy against time, in [0, 1].
-        max_slowdown: `max_slowdown`'s largest allowed step-time factor against the
-            highest limit, >= 1.
-        wait_steps: steps to let pass before profiling (cudnn autotuning, compilation).
-        warmup_steps: steps at each limit before measuring, >= 1.
-        profile_steps: measured steps at each limit, >= 1.
-        blocks: measuring windows per limit (their spread is the noise), >= 1.
-        confirm: measure the limits the noise cannot tell from the pick once more.
-        pl_step_W: watts between the limits tried (from the card's minimum up, plus its maximum).
-        profile_dir: where profiles are cached (null: no cache).
-        reprofile_on_change: profile again when the net changes shape (a prune).
-        dry_run: change nothing; report the limits it would try and what it would choose
-            from a cached profile.
-        if_not_applicable: `fail` or `skip` where it cannot act (no GPU, no Zeus meter,
-            unreadable limits, epochs too short); see `wattwise.methods.base`.
+    Args: the `callbacks.power.*` keys, one per `PowerSettings` field (settings.py says what each
+    does; conf/optim/power.yaml gives them with their defaults), and `if_not_applicable`: `fail` or
+    `skip` where it cannot act (no GPU, no Zeus meter, unreadable limits, epochs too short).
     """
 
     name: ClassVar[str] = "power"

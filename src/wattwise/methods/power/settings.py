@@ -16,7 +16,21 @@ _PATH = Check(lambda v: isinstance(v, str | os.PathLike), "a path or null", (3, 
 
 @dataclass(frozen=True)
 class PowerSettings(MethodSettings):
-    """The knobs of `Power` (its docstring says what each does); `if_not_applicable` is the base's."""
+    """The knobs of `Power` (`if_not_applicable` is the base's, methods/base.py).
+
+    selector: `energy`, `time`, `zeus_cost` or `max_slowdown`.
+    eta: `zeus_cost`'s weight on energy against time, in [0, 1].
+    max_slowdown: `max_slowdown`'s largest allowed step-time factor against the highest limit, >= 1.
+    wait_steps: steps to let pass before profiling (cudnn autotuning, compilation).
+    warmup_steps: steps at each limit before measuring, >= 1.
+    profile_steps: measured steps at each limit, >= 1.
+    blocks: measuring windows per limit (their spread is the noise), >= 1.
+    confirm: measure the limits the noise cannot tell from the pick once more.
+    pl_step_W: watts between the limits tried (from the card's minimum up, plus its maximum).
+    profile_dir: where profiles are cached (null or "": no cache).
+    reprofile_on_change: profile again when the net changes shape (a prune).
+    dry_run: change nothing; report the limits it would try and what a cached profile would choose.
+    """
 
     selector: str = setting("max_slowdown", one_of(*SELECTORS), doc="Zeus's selector")
     eta: float = setting(0.5, number(low=0, high=1), doc="zeus_cost's weight on energy")
