@@ -141,6 +141,8 @@ def replay(
         trainer.world_size = world_size
         module = torch.nn.Linear(4, 2)
         batch = torch.zeros(8, 4)
+        trainer.callbacks.append(tuner)
+        tuner.setup(trainer, module, "fit")  # as Lightning does: the tuner gets the run's energy monitor
         tuner.on_fit_start(trainer, module)
         left_after = None
         done = 0

@@ -109,6 +109,7 @@ def ddp_child(rank: int, world_size: int, init_file: str, out_dir: str) -> None:
     tune_fake_cards_only(out_dir)
     from wattwise.energy import meter
     from wattwise.energy.monitor import EnergyMonitor
+    from wattwise.methods import services
     from wattwise.methods.batch_size.callback import BatchSize
     from wattwise.methods.power.callback import Power
 
@@ -139,6 +140,7 @@ def ddp_child(rank: int, world_size: int, init_file: str, out_dir: str) -> None:
                 global_step=0,
                 loggers=[],
             )
+            services.bind(trainer.callbacks)  # as assemble() does: the finder gets the tuner's limits
             finder.on_fit_start(trainer, module)
             tuner.on_fit_start(trainer, module)
             for i in range(3):

@@ -1,11 +1,16 @@
-"""The parts of GPU power-limit tuning (`+optim=power`); the callback is `wattwise.methods.power.callback`.
+"""GPU power-limit tuning (`+optim=power`); the callback is `wattwise.methods.power.callback.Power`.
 
-- `status`: the values of `power/status` and the reasons it steps aside;
-- `zeus_adapter`: the one module that talks to Zeus;
-- `plan`: which limits to try (the grid), the longest stretch between pauses, the dry-run plan;
-- `profiler`: the schedule of warm-up and measured batches, pausing at validation and epoch ends;
+- `settings`: the config keys `callbacks.power.*`, their defaults and checks (`PowerSettings`);
+- `core`, `joint`, `callback`: the tuner (state and primitives; lending the card to the batch-size
+  finder; the Lightning hooks and the profiling), acting on one `fit.FitState` per fit;
+- `walk`: the profiling schedule as a state machine (states as data, one transition function);
+- `profiler`: carries the walk's effects out (limits, measuring windows, samples, the decision);
 - `choose`: from measured windows to a limit (Zeus's selector, confirmation, the safer limit);
-- `collective`: pooling the ranks' measurements and broadcasting rank 0's decision under DDP;
-- `cache`: the profile cache file (key, read, write);
-- `guard`: putting the original limit back on fit end, exceptions, SIGTERM and interpreter exit.
+- `plan`: which limits to try (the grid), the longest stretch between pauses, the dry-run plan;
+- `report`: the `power/*` figures, the table row and the log lines;
+- `guard`: putting the original limit back on fit end, exceptions, SIGTERM and interpreter exit;
+- `status`: the values of `power/status` and the reasons it steps aside.
+
+Shared with the batch-size finder (methods/shared): `collective`, `profile_cache`, `power_access`
+and `zeus_adapter`, the one module that talks to Zeus.
 """

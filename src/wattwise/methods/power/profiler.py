@@ -9,16 +9,21 @@ stretch of training longer than two batches, and validation time is never measur
 
 When a round of limits is measured, `decide` gets every sample so far and answers with a limit to
 train at, or with limits to measure once more (close candidates to confirm); the second answer is
-final. The schedule only counts batches: every rank of a DDP run, given the same batches, walks it
-in step, so the ranks change limits together and the same `decide` call happens on all of them.
+final. The schedule itself is the state machine in `walk` (states as data, one transition
+function); `Profiler` only carries its effects out: the card's limit, the meter's windows, the
+samples and the call to `decide`. The schedule only counts batches: every rank of a DDP run, given
+the same batches, walks it in step, so the ranks change limits together and the same `decide` call
+happens on all of them.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
+
+from wattwise.methods.power import walk as w
 
 
 @dataclass(frozen=True)
@@ -71,111 +76,73 @@ class Profiler:
     meter: Meter
     decide: Callable[[list[Sample], bool], Decision]
     samples: list[Sample] = field(default_factory=list)
-    chosen_W: int | None = None
-    round: int = 1
-    confirmed_W: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
-        self._queue = list(self.limits_W)
-        self._current: int | None = None
-        self._wait_left = self.wait
-        self._warm_left = 0
-        self._measured = 0  # measured batches at the current limit in this round
-        self._window: str | None = None
-        self._window_steps = 0
-        self._windows = 0
-        self._fresh = False  # the next batch is the first after a pause
-        self._limit_done = False  # the current limit is measured; move on at the next batch
+        self.schedule = w.Schedule(self.warmup, self.profile, self.block)
+        self.walk = w.start(self.limits_W, self.wait)
 
     @property
     def done(self) -> bool:
-        return self.chosen_W is not None
+        return isinstance(self.walk.phase, w.Done) and self.walk.phase.chosen_W is not None
 
     @property
-    def current_W(self) -> int | None:
-        return self._current
+    def chosen_W(self) -> int | None:
+        return self.walk.phase.chosen_W if isinstance(self.walk.phase, w.Done) else None
 
-    # ---- hooks --------------------------------------------------------------------------------
+    @property
+    def confirmed_W(self) -> tuple[int, ...]:
+        return self.walk.confirmed_W
+
     def before_batch(self) -> None:
         """A training batch is about to run: account for the last one, then set up this one."""
-        if self.done:
-            return
-        if self._window is not None:  # the batch that just ran was measured
-            self._count_measured()
-            if self._window is not None:  # the block goes on: this batch is measured in it too
-                return
-        if self._limit_done:
-            self._next_limit()
-            if self.done:
-                return
-        if self._wait_left > 0:
-            self._wait_left -= 1
-            self._fresh = False
-            return
-        if self._current is None:
-            self._next_limit()
-        if self._fresh or self._warm_left > 0:
-            self._warm_left = max(0, self._warm_left - 1)
-            self._fresh = False
-            return
-        self._windows += 1
-        self._window = f"__wattwise_power_{self._current}W_{self._windows}"
-        self._window_steps = 0
-        self.meter.begin(self._window)
+        self._on(w.Event.BATCH)
 
     def pause(self) -> None:
         """Validation or an epoch end: close the open block with what it measured; resume after."""
-        if self.done:
-            return
-        if self._window is not None:
-            self._count_measured()
-            self._close()
-        self._fresh = True
+        self._on(w.Event.PAUSE)
 
     def cancel(self) -> None:
         """Fit ends mid-profile: drop the open window without recording it."""
-        if self._window is not None:
-            self.meter.cancel(self._window)
-            self._window = None
+        self._on(w.Event.CANCEL)
 
-    # ---- the walk -----------------------------------------------------------------------------
-    def _count_measured(self) -> None:
-        self._window_steps += 1
-        self._measured += 1
-        if self._measured >= self.profile:
-            self._close()
-            self._limit_done = True
-        elif self._window_steps >= self.block:
-            self._close()
+    def _on(self, event: w.Event | w.Answer) -> None:
+        """Advance the walk, then carry out its effects in order (a decision feeds back as an answer)."""
+        self.walk, effects = w.advance(self.walk, event, self.schedule)
+        for effect in effects:
+            if isinstance(effect, w.SetLimit):
+                self.set_limit(effect.watts)
+            elif isinstance(effect, w.Open):
+                self.meter.begin(effect.window)
+            elif isinstance(effect, w.Close):
+                energy_J, time_s = self.meter.end(effect.window)
+                self.samples.append(Sample(effect.limit_W, effect.round, effect.steps, energy_J, time_s))
+            elif isinstance(effect, w.Drop):
+                self.meter.cancel(effect.window)
+            else:
+                decision = self.decide(list(self.samples), effect.final)
+                self._on(w.Answer(decision.chosen_W, tuple(decision.confirm_W)))
 
-    def _close(self) -> None:
-        if self._window is None:
-            return
-        name, steps = self._window, self._window_steps
-        self._window, self._window_steps = None, 0
-        energy_J, time_s = self.meter.end(name)
-        assert self._current is not None
-        self.samples.append(Sample(self._current, self.round, steps, energy_J, time_s))
 
-    def _next_limit(self) -> None:
-        self._limit_done = False
-        if not self._queue:
-            self._end_round()
-            if self.done:
-                return
-        self._current = self._queue.pop(0)
-        self._warm_left = self.warmup
-        self._measured = 0
-        self.set_limit(self._current)
+def sample_record(sample: Sample) -> dict[str, float]:
+    """A measuring window as the cache stores it."""
+    return {
+        "power_limit": sample.limit_W,
+        "round": sample.round,
+        "steps": sample.steps,
+        "energy": sample.energy_J,
+        "time": sample.time_s,
+    }
 
-    def _end_round(self) -> None:
-        decision = self.decide(list(self.samples), self.round > 1)
-        if decision.chosen_W is not None or not decision.confirm_W:
-            self.chosen_W = decision.chosen_W
-            self._current = decision.chosen_W
-            if decision.chosen_W is not None:
-                self.set_limit(decision.chosen_W)
-            return
-        self.round += 1
-        self.confirmed_W = tuple(decision.confirm_W)
-        self._queue = list(decision.confirm_W)
+
+def cache_samples(records: Sequence[Mapping[str, Any]]) -> list[Sample]:
+    """The cache's records as samples."""
+    return [
+        Sample(
+            limit_W=int(r["power_limit"]),
+            round=int(r.get("round", 1)),
+            steps=int(r["steps"]),
+            energy_J=float(r["energy"]),
+            time_s=float(r["time"]),
+        )
+        for r in records
+    ]
