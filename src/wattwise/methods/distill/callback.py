@@ -10,9 +10,9 @@ checkpoint, MAC counts (`prune/macs`), pruning graph or power-profile key; eval 
 gradients, on the student's device and under its precision (the same autocast as the step).
 
 `cache=true` computes the teacher's logits for the training set once, stores them next to the
-teacher (see `distillation/cache.py`) and looks them up by sample content in every later run and
+teacher (see `methods/distill/cache.py`) and looks them up by sample content in every later run and
 sweep job. The teacher's forward passes are metered separately (`distill/teacher_J`) and the
-summary states the break-even against a from-scratch student (`distillation/accounting.py`).
+summary states the break-even against a from-scratch student (`methods/distill/accounting.py`).
 """
 
 from __future__ import annotations
