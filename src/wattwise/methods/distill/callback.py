@@ -57,7 +57,9 @@ class DistillSettings(MethodSettings):
     """
 
     teacher: Any = setting(None, doc="a wattwise run dir, a .ckpt of one, or {_target_: <net class>, ...}")
-    teacher_weights: str | None = setting(None, PATH, optional=True, doc="a _target_ teacher's weights")
+    teacher_weights: str | os.PathLike | None = setting(
+        None, PATH, optional=True, doc="a _target_ teacher's weights"
+    )
     temperature: float = setting(
         4.0,
         dataclasses.replace(number(low=0, strict=True), expects="> 0"),
@@ -67,8 +69,12 @@ class DistillSettings(MethodSettings):
         0.9, dataclasses.replace(number(low=0, high=1), expects="in [0, 1]"), doc="the soft term's weight"
     )
     cache: bool = setting(False, boolean(), doc="the teacher's logits for the training set computed once")
-    cache_dir: str | None = setting(None, PATH, optional=True, doc="null: next to the teacher's checkpoint")
-    baseline: str | None = setting(None, PATH, optional=True, doc="a from-scratch run, for the break-even")
+    cache_dir: str | os.PathLike | None = setting(
+        None, PATH, optional=True, doc="null: next to the teacher's checkpoint"
+    )
+    baseline: str | os.PathLike | None = setting(
+        None, PATH, optional=True, doc="a from-scratch run, for the break-even"
+    )
     count_teacher_training: bool = setting(
         True, boolean(), doc="false: the teacher's training is a sunk cost"
     )
