@@ -50,7 +50,7 @@ from wattwise.energy.carbon import provider_settings
 from wattwise.energy.intensity_provider import ForecastPoint, ProviderError, make_provider
 from wattwise.energy.regions import lookup_region
 from wattwise.methods.base import STATUS_ACTIVE, EnergyMethod
-from wattwise.utils.errors import ConfigError
+from wattwise.methods.shared.settings import MethodSettings, number, setting
 
 log = logging.getLogger(__name__)
 
@@ -122,8 +122,34 @@ def wait_until(
     return clock() - start
 
 
+@dataclass(frozen=True)
+class CarbonAwareSettings(MethodSettings):
+    """`callbacks.carbon_aware.*`: the keys, their defaults and their checks (see CarbonAware's Args).
+
+    `region` and `provider` are the energy meter's (`energy.region`, `energy.provider`); they are
+    checked by the tables and the provider's own settings, so their errors name those keys.
+    """
+
+    deadline_h: float = setting(12.0, number(low=0), doc="start no later than this many hours from now")
+    duration_s: float = setting(3600.0, number(low=1), doc="the run's predicted duration, seconds")
+    region: str | None = setting(None, doc="the zone whose forecast is asked (energy.region)")
+    provider: Mapping[str, Any] | None = setting(None, doc="the forecast's provider (energy.provider)")
+
+    def check(self, key: str) -> None:
+        if self.region is not None:
+            lookup_region(self.region)  # an unknown region fails now, in one line naming energy.region
+
+
 class CarbonAware(EnergyMethod):
-    """Delays the fit's start to the cleanest forecast window before a deadline (see the module doc)."""
+    """Delays the fit's start to the cleanest forecast window before a deadline (see the module doc).
+
+    Args (config keys `callbacks.carbon_aware.*`, checked by `CarbonAwareSettings`):
+        deadline_h: start no later than this many hours from now (>= 0).
+        duration_s: the run's predicted duration in seconds (>= 1), the window each start is scored over.
+        region: the zone whose forecast is asked (`energy.region`; null: start at once).
+        provider: the forecast's provider (`energy.provider`; null or no key: start at once).
+        if_not_applicable: `fail` or `skip` (it applies everywhere).
+    """
 
     name = "carbon_aware"
     figure_prefix = "carbon_aware/"
@@ -144,15 +170,11 @@ class CarbonAware(EnergyMethod):
         if_not_applicable: str = "fail",
     ) -> None:
         super().__init__(if_not_applicable)
-        for key, value, low in (("deadline_h", deadline_h, 0.0), ("duration_s", duration_s, 1.0)):
-            if isinstance(value, bool) or not isinstance(value, int | float) or value < low:
-                raise ConfigError(f"{KEY}.{key} must be a number >= {low:g}, got {value!r}")
-        self.deadline_h = float(deadline_h)
-        self.duration_s = float(duration_s)
-        self.region = region
-        self.provider = provider_settings(provider)
-        if region is not None:
-            lookup_region(region)  # an unknown region fails now, in one line
+        self.settings = s = CarbonAwareSettings.build(
+            KEY, deadline_h=deadline_h, duration_s=duration_s, region=region, provider=provider
+        )
+        self.deadline_h, self.duration_s, self.region = s.deadline_h, s.duration_s, s.region
+        self.provider = provider_settings(s.provider)
         self.decision: str | None = None
         self.reason: str | None = None
         self.wait_s = 0.0

@@ -42,9 +42,11 @@ How it composes
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import lightning as L
@@ -55,7 +57,7 @@ from wattwise.methods.base import STATUS_ACTIVE, EnergyMethod
 from wattwise.methods.data_cache import device_memory
 from wattwise.methods.data_cache.materialise import CachePlan, NotCacheable, materialise, plan_cache
 from wattwise.methods.data_cache.resident import ResidentLoader
-from wattwise.utils.errors import ConfigError, require_int
+from wattwise.methods.shared.settings import Check, MethodSettings, boolean, integer, number, one_of, setting
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +69,53 @@ STAGE_SPLITS: dict[str, tuple[str, ...]] = {
     "predict": (),
 }
 DEVICES = ("auto", "cpu")
+KEY = "callbacks.data_cache"
+
+
+def _split_list(value: Any) -> list[Any] | None:
+    """A split name or a list of them (Hydra's ListConfig included) as a list; None if neither."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, Iterable) and not isinstance(value, Mapping | bytes):
+        return list(value)
+    return None
+
+
+def _splits_ok(value: Any) -> bool:
+    splits = _split_list(value)
+    return bool(splits) and all(s in SPLITS for s in splits)  # type: ignore[union-attr]
+
+
+SPLITS_CHECK = Check(
+    _splits_ok,
+    f"a non-empty list of {', '.join(SPLITS)}",
+    bad=([], ["train", "holdout"], 3),
+    convert=lambda v: tuple(_split_list(v)),  # type: ignore[arg-type]
+)
+
+
+@dataclass(frozen=True)
+class DataCacheSettings(MethodSettings):
+    """`callbacks.data_cache.*`: the keys, their defaults and their checks (see DataCache's Args).
+
+    The wording of the messages predates the shared validators and is kept (`memory_fraction must
+    be in (0, 1]`, `seed must be an integer >= 0 or null`).
+    """
+
+    splits: tuple[str, ...] = setting(SPLITS, SPLITS_CHECK, doc="which of train, val, test to cache")
+    memory_fraction: float = setting(
+        0.5,
+        dataclasses.replace(number(low=0, strict=True, high=1), expects="in (0, 1]"),
+        doc="the cache's largest share of the device's free memory",
+    )
+    device: str = setting("auto", one_of(*DEVICES), doc="auto: the trainer's device; cpu: host memory")
+    seed: int | None = setting(
+        0,
+        dataclasses.replace(integer(low=0), expects="an integer >= 0 or null"),
+        optional=True,
+        doc="the training split's shuffle seed (null: 0)",
+    )
+    drop_last: bool = setting(False, boolean(), doc="drop the last, smaller training batch")
 
 
 def human_bytes(n: float) -> str:
@@ -80,7 +129,7 @@ def human_bytes(n: float) -> str:
 class DataCache(EnergyMethod):
     """Serves a datamodule's splits from tensors on the training device (see the module doc).
 
-    Args (config keys `callbacks.data_cache.*`):
+    Args (config keys `callbacks.data_cache.*`, checked by `DataCacheSettings`):
         splits: which of train, val, test to cache.
         memory_fraction: the cache may take at most this share of the device's free memory, in (0, 1].
         device: `auto` (the trainer's root device) or `cpu` (host memory, batches copied per step).
@@ -109,26 +158,11 @@ class DataCache(EnergyMethod):
         if_not_applicable: str = "fail",
     ) -> None:
         super().__init__(if_not_applicable=if_not_applicable)
-        splits = [splits] if isinstance(splits, str) else list(splits)
-        unknown = [s for s in splits if s not in SPLITS]
-        if unknown or not splits:
-            raise ConfigError(
-                f"callbacks.data_cache.splits must be a non-empty list of {', '.join(SPLITS)}, got {splits}"
-            )
-        if isinstance(memory_fraction, bool) or not 0.0 < float(memory_fraction) <= 1.0:
-            raise ConfigError(
-                f"callbacks.data_cache.memory_fraction must be in (0, 1], got {memory_fraction}"
-            )
-        if device not in DEVICES:
-            raise ConfigError(f"callbacks.data_cache.device must be auto or cpu, got {device!r}")
-        require_int("callbacks.data_cache.seed", seed, 0, allow_none=True)
-        if not isinstance(drop_last, bool):
-            raise ConfigError(f"callbacks.data_cache.drop_last must be true or false, got {drop_last!r}")
-        self.splits = tuple(splits)
-        self.memory_fraction = float(memory_fraction)
-        self.device = device
-        self.seed = seed or 0
-        self.drop_last = drop_last
+        self.settings = s = DataCacheSettings.build(
+            KEY, splits=splits, memory_fraction=memory_fraction, device=device, seed=seed, drop_last=drop_last
+        )
+        self.splits, self.memory_fraction, self.device = s.splits, s.memory_fraction, s.device
+        self.seed, self.drop_last = s.seed or 0, s.drop_last
         self._cached: dict[str, tuple[list[torch.Tensor], Any, CachePlan]] = {}
         self._replaced: dict[str, tuple[L.LightningDataModule, Any]] = {}  # split -> (dm, prior attribute)
         self._bytes: dict[str, int] = {}

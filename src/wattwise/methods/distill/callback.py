@@ -10,16 +10,19 @@ checkpoint, MAC counts (`prune/macs`), pruning graph or power-profile key; eval 
 gradients, on the student's device and under its precision (the same autocast as the step).
 
 `cache=true` computes the teacher's logits for the training set once, stores them next to the
-teacher (see `distillation/cache.py`) and looks them up by sample content in every later run and
+teacher (see `methods/distill/cache.py`) and looks them up by sample content in every later run and
 sweep job. The teacher's forward passes are metered separately (`distill/teacher_J`) and the
-summary states the break-even against a from-scratch student (`distillation/accounting.py`).
+summary states the break-even against a from-scratch student (`methods/distill/accounting.py`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import os
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -31,6 +34,7 @@ from wattwise.methods.base import STATUS_ACTIVE, EnergyMethod
 from wattwise.methods.distill import accounting, cache
 from wattwise.methods.distill.loss import hinton_loss
 from wattwise.methods.distill.teacher import Teacher, check_outputs, load_teacher
+from wattwise.methods.shared.settings import Check, MethodSettings, boolean, number, setting
 from wattwise.utils.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -39,8 +43,49 @@ KEY = "callbacks.distill"
 _WINDOW = "wattwise.distill.teacher"
 
 
+# A file or folder: a non-empty string or a path object (the code reads them with Path(...)).
+PATH = Check(lambda v: isinstance(v, os.PathLike) or (isinstance(v, str) and bool(v)), "a path", ("", 3))
+
+
+@dataclass(frozen=True)
+class DistillSettings(MethodSettings):
+    """`callbacks.distill.*`: the keys, their defaults and their checks (see Distill's Args).
+
+    `temperature` and `alpha` keep the wording their messages had before the shared validators
+    (`must be > 0`, `must be in [0, 1]`). A missing teacher is not an error here: the method
+    steps aside (a sweep over every method has none to give).
+    """
+
+    teacher: Any = setting(None, doc="a wattwise run dir, a .ckpt of one, or {_target_: <net class>, ...}")
+    teacher_weights: str | os.PathLike | None = setting(
+        None, PATH, optional=True, doc="a _target_ teacher's weights"
+    )
+    temperature: float = setting(
+        4.0,
+        dataclasses.replace(number(low=0, strict=True), expects="> 0"),
+        doc="softening of both nets' logits",
+    )
+    alpha: float = setting(
+        0.9, dataclasses.replace(number(low=0, high=1), expects="in [0, 1]"), doc="the soft term's weight"
+    )
+    cache: bool = setting(False, boolean(), doc="the teacher's logits for the training set computed once")
+    cache_dir: str | os.PathLike | None = setting(
+        None, PATH, optional=True, doc="null: next to the teacher's checkpoint"
+    )
+    baseline: str | os.PathLike | None = setting(
+        None, PATH, optional=True, doc="a from-scratch run, for the break-even"
+    )
+    count_teacher_training: bool = setting(
+        True, boolean(), doc="false: the teacher's training is a sunk cost"
+    )
+
+    def check(self, key: str) -> None:
+        if isinstance(self.teacher, Mapping | DictConfig) and "_target_" not in self.teacher:
+            raise ConfigError(f"{key}.teacher must name its net class: {{_target_: <net class>, ...}}")
+
+
 class Distill(EnergyMethod):
-    """Args (config keys `callbacks.distill.*`):
+    """Args (config keys `callbacks.distill.*`, checked by `DistillSettings`):
 
     teacher: a wattwise run dir, a `.ckpt` of one, or a node `{_target_: <net class>, ...}`.
     teacher_weights: for a `_target_` teacher: a `.ckpt` or a state-dict file (null: its initial
@@ -83,24 +128,18 @@ class Distill(EnergyMethod):
         if_not_applicable: str = "fail",
     ) -> None:
         super().__init__(if_not_applicable)
-        if not float(temperature) > 0:
-            raise ConfigError(f"{KEY}.temperature must be > 0, got {temperature}")
-        if not 0.0 <= float(alpha) <= 1.0:
-            raise ConfigError(f"{KEY}.alpha must be in [0, 1], got {alpha}")
-        if isinstance(teacher, Mapping | DictConfig) and "_target_" not in teacher:
-            raise ConfigError(f"{KEY}.teacher must name its net class: {{_target_: <net class>, ...}}")
-        if teacher is None:  # a sweep or benchmark over every method, without a teacher: skip says so
+        self.settings = s = DistillSettings.build(
+            KEY, **{k: v for k, v in locals().items() if k in DistillSettings.__dataclass_fields__}
+        )
+        if s.teacher is None:  # a sweep or benchmark over every method, without a teacher: skip says so
             self.step_aside(
                 f"no teacher given: set {KEY}.teacher=<a wattwise run dir, a .ckpt, or {{_target_: ...}}>"
             )
-        self.teacher_spec = teacher
-        self.teacher_weights = teacher_weights
-        self.temperature = float(temperature)
-        self.alpha = float(alpha)
-        self.use_cache = bool(cache)
-        self.cache_dir = cache_dir
-        self.baseline = accounting.read_baseline(baseline)
-        self.count_teacher_training = bool(count_teacher_training)
+        self.teacher_spec, self.teacher_weights = s.teacher, s.teacher_weights
+        self.temperature, self.alpha = s.temperature, s.alpha
+        self.use_cache, self.cache_dir = s.cache, s.cache_dir
+        self.baseline = accounting.read_baseline(s.baseline)
+        self.count_teacher_training = s.count_teacher_training
         self.teacher: Teacher | None = None
         self._cache: cache.LogitCache | None = None
         self._cache_file: Path | None = None

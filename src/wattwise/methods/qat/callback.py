@@ -14,10 +14,10 @@ attention projections stay float and are named in one line.
 
 from __future__ import annotations
 
-import copy
-import io
+import dataclasses
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,11 +28,19 @@ from torch import nn
 from wattwise.compat import torchao as compat_torchao
 from wattwise.compat.torchao import INSTALL_HINT
 from wattwise.methods.base import STATUS_ACTIVE, EnergyMethod, StructureChange, announce_structure_change
+from wattwise.methods.qat.layers import (
+    convert_to_int8,
+    insert_fake_quant,
+    split_layers,
+    state_bytes,
+    strip_fake_quant,
+)
+from wattwise.methods.shared.settings import MethodSettings, boolean, integer, one_of, setting
 from wattwise.utils.atomic_write import save_atomically
-from wattwise.utils.errors import ConfigError, require_int
 
 log = logging.getLogger(__name__)
 
+KEY = "callbacks.qat"
 GRANULARITIES = ("per_channel", "per_group")
 
 # States of the net, in order: float, fake-quantised while training, converted copies at the end.
@@ -44,75 +52,35 @@ def torchao_available() -> bool:
     return compat_torchao.available()
 
 
-def _base_config(granularity: str, group_size: int) -> Any:
-    from torchao.quantization import Int8DynamicActivationIntxWeightConfig, PerAxis, PerGroup
+@dataclass(frozen=True)
+class QatSettings(MethodSettings):
+    """`callbacks.qat.*`: the keys, their defaults and their checks (see Qat's Args).
 
-    weight = PerAxis(0) if granularity == "per_channel" else PerGroup(group_size)
-    return Int8DynamicActivationIntxWeightConfig(weight_dtype=torch.int8, weight_granularity=weight)
-
-
-def split_layers(net: nn.Module, granularity: str, group_size: int) -> tuple[list[str], dict[str, str]]:
-    """(Linear layers torchao will quantise, {other weighted layer: why it stays float}).
-
-    Linear layers inside `nn.MultiheadAttention` stay float: attention reads their weights
-    directly, bypassing the fake quantiser, so quantising them would train one thing and
-    export another.
+    `granularity` and `compare_batches` keep the wording their messages had before the shared
+    validators (`must be one of ('per_channel', 'per_group')`, `an integer >= 1 or null`).
     """
-    attention = [name for name, m in net.named_modules() if isinstance(m, nn.MultiheadAttention)]
-    quantised: list[str] = []
-    kept: dict[str, str] = {}
-    for name, m in net.named_modules():
-        inside_attention = any(name.startswith(f"{a}.") for a in attention)
-        if isinstance(m, nn.Linear) and inside_attention:
-            kept[name] = "attention projection: attention reads its weight directly"
-        elif isinstance(m, nn.Linear):
-            if granularity == "per_group" and m.in_features % group_size:
-                kept[name] = f"in_features {m.in_features} not a multiple of group_size {group_size}"
-            else:
-                quantised.append(name)
-        elif not inside_attention and _has_own_weights(m):
-            kept[name] = f"{type(m).__name__}: torchao's int8 QAT handles nn.Linear only"
-    return quantised, kept
 
-
-def _has_own_weights(m: nn.Module) -> bool:
-    """A layer with a weight of its own (conv, GRU, embedding), not a container of such layers."""
-    if isinstance(m, nn.MultiheadAttention | nn.RNNBase):
-        return True
-    return isinstance(getattr(m, "weight", None), torch.Tensor) and not isinstance(
-        m, nn.modules.batchnorm._NormBase | nn.LayerNorm | nn.GroupNorm
+    start_epoch: int = setting(1, integer(low=0), doc="first epoch (0-based) trained fake-quantised")
+    granularity: str = setting(
+        "per_channel",
+        dataclasses.replace(one_of(*GRANULARITIES), expects=f"one of {GRANULARITIES}"),
+        doc="int8 weight scales per output row, or per group_size inputs",
     )
-
-
-def is_fake_quantised(net: nn.Module) -> bool:
-    from torchao.quantization.qat import FakeQuantizedLinear
-
-    return any(isinstance(m, FakeQuantizedLinear) for m in net.modules())
-
-
-def state_bytes(net: nn.Module) -> int:
-    """Size of the net's serialised state dict, the file a user would ship."""
-    buf = io.BytesIO()
-    torch.save(net.state_dict(), buf)
-    return buf.tell()
-
-
-def strip_fake_quant(net: nn.Module) -> nn.Module:
-    """A float copy of a fake-quantised net (each FakeQuantizedLinear back to nn.Linear)."""
-    from torchao.quantization.qat import FakeQuantizedLinear
-
-    out = copy.deepcopy(net)
-    for name, m in list(out.named_modules()):
-        if isinstance(m, FakeQuantizedLinear):
-            parent = out.get_submodule(name.rpartition(".")[0]) if "." in name else out
-            setattr(parent, name.rpartition(".")[2], m.to_linear())
-    return out
+    group_size: int = setting(32, integer(low=1), doc="inputs per scale with per_group")
+    export_dir: str | None = setting(None, optional=True, doc="where the int8 model goes at fit end")
+    export_program: bool = setting(True, boolean(), doc="also write int8_net.pt2 (torch.export)")
+    compare_batches: int | None = setting(
+        None,
+        dataclasses.replace(integer(low=1), expects="an integer >= 1 or null"),
+        optional=True,
+        doc="test batches the int8 and float models are compared on (null: all)",
+    )
 
 
 class Qat(EnergyMethod):
     """Fake-quantised training from `start_epoch`, an int8 model at the end (torchao).
 
-    Args:
+    Args (config keys `callbacks.qat.*`, checked by `QatSettings`):
         start_epoch: first epoch (0-based) trained fake-quantised; earlier epochs train in
             float. A run that ends before it gets a post-training-quantised int8 model (said so).
         granularity: int8 weight scales `per_channel` (one per output row; any layer width) or
@@ -141,19 +109,12 @@ class Qat(EnergyMethod):
         if_not_applicable: str = "fail",
     ) -> None:
         super().__init__(if_not_applicable)
-        require_int("callbacks.qat.start_epoch", start_epoch, 0)
-        if granularity not in GRANULARITIES:
-            raise ConfigError(
-                f"callbacks.qat.granularity must be one of {GRANULARITIES}, got {granularity!r}"
-            )
-        require_int("callbacks.qat.group_size", group_size, 1)
-        require_int("callbacks.qat.compare_batches", compare_batches, 1, allow_none=True)
-        self.start_epoch = start_epoch
-        self.granularity = granularity
-        self.group_size = group_size
-        self.export_dir = export_dir
-        self.export_program = bool(export_program)
-        self.compare_batches = compare_batches
+        self.settings = s = QatSettings.build(
+            KEY, **{k: v for k, v in locals().items() if k in QatSettings.__dataclass_fields__}
+        )
+        self.start_epoch, self.granularity, self.group_size = s.start_epoch, s.granularity, s.group_size
+        self.export_dir, self.export_program = s.export_dir, s.export_program
+        self.compare_batches = s.compare_batches
         self.prepared = False
         self.prepared_at: int | None = None
         self.fake_quant_epochs = 0
@@ -165,36 +126,19 @@ class Qat(EnergyMethod):
 
     # ---- fake quantisation --------------------------------------------------------------------
     def _prepare(self, pl_module: L.LightningModule, epoch: int) -> None:
-        from torchao.quantization import quantize_
-        from torchao.quantization.qat import QATConfig
-
-        names = set(self.layers)
-        quantize_(
-            pl_module.net,
-            QATConfig(_base_config(self.granularity, self.group_size), step="prepare"),
-            filter_fn=lambda m, fqn: fqn in names,
-        )
+        insert_fake_quant(pl_module.net, self.layers, self.granularity, self.group_size)
         self.prepared = True
         if self.prepared_at is None:
             self.prepared_at = epoch
             log.info(
-                "qat: fake-quantised int8 training from epoch %d on %d Linear layer(s)", epoch, len(names)
+                "qat: fake-quantised int8 training from epoch %d on %d Linear layer(s)",
+                epoch,
+                len(self.layers),
             )
 
     def _convert(self, net: nn.Module) -> nn.Module:
         """An int8 copy of `net` (fake-quantised or float), torchao's converted Linear layers."""
-        from torchao.quantization import quantize_
-        from torchao.quantization.qat import QATConfig
-
-        out = copy.deepcopy(net).eval()
-        names = set(self.layers)
-        only = lambda m, fqn: fqn in names  # noqa: E731
-        base = _base_config(self.granularity, self.group_size)
-        if is_fake_quantised(out):  # FakeQuantizedLinear -> Linear, then the base config quantises it
-            quantize_(out, QATConfig(base, step="convert"), filter_fn=only)
-        else:  # never fake-quantised: the same int8 scheme straight from the float weights
-            quantize_(out, base, filter_fn=only)
-        return out
+        return convert_to_int8(net, self.layers, self.granularity, self.group_size)
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         super().setup(trainer, pl_module, stage)
