@@ -36,6 +36,7 @@ from wattwise.methods.qat.layers import (
     strip_fake_quant,
 )
 from wattwise.methods.shared.settings import MethodSettings, boolean, integer, one_of, setting
+from wattwise.methods.shared.target import target_net
 from wattwise.utils.atomic_write import save_atomically
 
 log = logging.getLogger(__name__)
@@ -126,7 +127,7 @@ class Qat(EnergyMethod):
 
     # ---- fake quantisation --------------------------------------------------------------------
     def _prepare(self, pl_module: L.LightningModule, epoch: int) -> None:
-        insert_fake_quant(pl_module.net, self.layers, self.granularity, self.group_size)
+        insert_fake_quant(target_net(pl_module), self.layers, self.granularity, self.group_size)
         self.prepared = True
         if self.prepared_at is None:
             self.prepared_at = epoch
@@ -148,10 +149,7 @@ class Qat(EnergyMethod):
         if not torchao_available():
             self.step_aside(INSTALL_HINT, trainer)
             return
-        net = getattr(pl_module, "net", None)
-        if not isinstance(net, nn.Module):
-            self.step_aside("the module has no `net` to quantise", trainer)
-            return
+        net = target_net(pl_module)  # methods/shared/target.py: the override, `net`, or the module
         self.layers, self.kept_float = split_layers(net, self.granularity, self.group_size)
         if not self.layers:
             self.step_aside(
@@ -187,8 +185,10 @@ class Qat(EnergyMethod):
         self, trainer: L.Trainer, pl_module: L.LightningModule, change: StructureChange
     ) -> None:
         """Pruned: the layer list is re-read (fake quantisers hold no shape-dependent state)."""
-        if self.active and hasattr(pl_module, "net"):
-            self.layers, self.kept_float = split_layers(pl_module.net, self.granularity, self.group_size)
+        if self.active:
+            self.layers, self.kept_float = split_layers(
+                target_net(pl_module), self.granularity, self.group_size
+            )
 
     # ---- the int8 model -------------------------------------------------------------------------
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -214,11 +214,11 @@ class Qat(EnergyMethod):
         from wattwise.methods.shared.export import net_from_checkpoint, submodule_prefix
 
         best = getattr(trainer.checkpoint_callback, "best_model_path", "") or ""
-        prefix = submodule_prefix(pl_module, pl_module.net)
+        prefix = submodule_prefix(pl_module, target_net(pl_module))
         if not best or not Path(best).is_file() or prefix is None:
-            return pl_module.net
+            return target_net(pl_module)
         checkpoint = torch.load(best, map_location="cpu", weights_only=False)
-        return net_from_checkpoint(pl_module.net, checkpoint, prefix)
+        return net_from_checkpoint(target_net(pl_module), checkpoint, prefix)
 
     def _example(self, trainer: L.Trainer) -> torch.Tensor | None:
         """Real samples to trace the program with, read as the pruner reads them (global RNG untouched)."""
@@ -258,7 +258,7 @@ class Qat(EnergyMethod):
         loader = loaders[0] if isinstance(loaders, list | tuple) else loaders
         if loader is None:
             return
-        net = pl_module.net
+        net = target_net(pl_module)
         float_net = strip_fake_quant(net)
         int8_net = self._convert(net)
         for label, model in (("float", float_net), ("int8", int8_net)):
