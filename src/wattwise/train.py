@@ -70,6 +70,18 @@ def _without_switched_off(callbacks: dict[str, Any], trainer_cfg: Any) -> dict[s
     return {k: cb for k, cb in callbacks.items() if k not in dropped}
 
 
+def _choose_monitor(cfg: DictConfig, module: Any, datamodule: Any) -> None:
+    """Set the run-wide monitor/mode (utils/monitor.py) and say how it was chosen, in one line."""
+    from omegaconf import open_dict
+
+    from wattwise.utils.monitor import resolve
+
+    monitor, mode, why = resolve(cfg, module, datamodule)
+    with open_dict(cfg):
+        cfg.monitor, cfg.mode = monitor, mode
+    log.info("Monitoring %s (%s): %s", monitor, mode, why)
+
+
 def build(cfg: DictConfig) -> dict[str, Any]:
     """Instantiate datamodule, module, callbacks (ordered by `optim.assemble`), loggers and trainer."""
     from hydra.utils import instantiate
@@ -80,6 +92,7 @@ def build(cfg: DictConfig) -> dict[str, Any]:
 
     datamodule = build_datamodule(cfg.data)
     module = build_module(cfg.model, datamodule)
+    _choose_monitor(cfg, module, datamodule)  # before any callback reads ${monitor}
     energy = instantiate(cfg.energy) if cfg.get("energy") is not None else None
     callbacks = _without_switched_off(build_dict(cfg.get("callbacks"), "callbacks"), cfg.trainer)
     parts = assemble(callbacks, energy, cfg.trainer, command_line_keys())
@@ -106,9 +119,18 @@ def _objective(cfg: DictConfig, summary: dict[str, Any]) -> Any:
     if names is None:
         return None
     names = list(names) if OmegaConf.is_list(names) else [names]
+    names = [_auto_objective(cfg, summary) if n == "auto" else n for n in names]
     values = [summary.get(n) for n in names]
     values = [float("nan") if v is None else float(v) for v in values]
     return values[0] if len(values) == 1 else tuple(values)
+
+
+def _auto_objective(cfg: DictConfig, summary: dict[str, Any]) -> str:
+    """The monitored metric's test counterpart where the run has it (val/acc -> test/acc), else itself."""
+    monitor = str(cfg.get("monitor"))
+    stage, _, name = monitor.partition("/")
+    test_name = f"test/{name}" if stage == "val" and name else monitor
+    return test_name if summary.get(test_name) is not None else monitor
 
 
 def _final_metrics(trainer: Any, fit_metrics: dict[str, Any], test_metrics: dict[str, Any]) -> dict[str, Any]:
@@ -186,6 +208,8 @@ def train(cfg: DictConfig) -> Any:
         "optim": run_label(cfg),
         "overrides": overrides,
         "seed": cfg.get("seed"),
+        "monitor": cfg.get("monitor"),
+        "mode": cfg.get("mode"),
         "cpu_threads": torch_threads(),
         "cpu_threads_reason": threads.reason,
         "config_path": str(config_path) if config_path.exists() else None,
@@ -206,7 +230,7 @@ def train(cfg: DictConfig) -> Any:
             status = "interrupted"
         elif cfg.get("test", True):
             ckpt = trainer.checkpoint_callback
-            best = getattr(ckpt, "best_model_path", "") or None  # the val/acc one: first in the callbacks
+            best = getattr(ckpt, "best_model_path", "") or None  # the monitored one: first in the callbacks
             results = trainer.test(module, datamodule=datamodule, ckpt_path=best, verbose=False)
             test_metrics = dict(results[0]) if results else {}
             status = "completed"
