@@ -347,12 +347,16 @@ def test_optuna_search_with_sqlite_resumes(tmp_path):
 @pytest.mark.slow
 def test_comparison_sweep_skips_a_method_that_does_not_apply_and_exits_0(tmp_path):
     """`power` cannot act on a CPU machine: in a comparison sweep it steps aside (skipped, with its
-    reason, in summary.json and compare) and the sweep exits 0; every job records variant, seed, position."""
+    reason, in summary.json, compare and W&B) and the sweep exits 0; every job records its variant,
+    seed and position, in summary.json and in its W&B config; compare's table goes to W&B too."""
+    from wandb_offline import find_run_files, read_run
+
     sweep = tmp_path / "sweep"
     proc = run_cli(
-        ["-m", "hydra/sweeper=compare", "hydra.sweeper.seeds=2", "optim=[],[power]", "logger=none",
+        ["-m", "hydra/sweeper=compare", "hydra.sweeper.seeds=2", "optim=[],[power]", "logger=wandb",
          *SMALL_CLI, f"hydra.sweep.dir={sweep}"],
         cwd=ROOT,
+        env={"WANDB_MODE": "offline"},
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     summaries = {(s["seed"], s["position"]): s for s in _summaries(sweep)}
@@ -364,10 +368,23 @@ def test_comparison_sweep_skips_a_method_that_does_not_apply_and_exits_0(tmp_pat
             assert s["power/status"] == "skipped" and s["power/skipped"]
     assert "2 skipped" in proc.stdout and "skipped (power: " in proc.stdout  # the table at the sweep's end
     result = compare(sweep, make_plot=False)
-    assert {r.name: r.variant for r in result["runs"]} == {str(i): s["variant"] for i, s in enumerate(
-        json.loads((sweep / str(i) / "summary.json").read_text()) for i in range(4))}  # fmt: skip
+    recorded = {
+        str(i): json.loads((sweep / str(i) / "summary.json").read_text())["variant"] for i in range(4)
+    }
+    assert {r.name: r.variant for r in result["runs"]} == recorded  # compare's label is the recorded one
     verdicts = {v.label: v.verdict for v in result["variants"]}
     assert verdicts["none"] == "baseline" and verdicts["power"].startswith("skipped (power: ")
+
+    runs = [read_run(f) for f in find_run_files(sweep)]
+    jobs = [r for r in runs if r["run"]["name"] != "compare"]
+    assert len(jobs) == 4 and len({r["run"]["group"] for r in runs}) == 1  # the compare run joins the group
+    configs = sorted((r["config"]["seed"], r["config"]["position"], r["config"]["variant"]) for r in jobs)
+    assert configs == [(0, 0, "none"), (0, 1, "power"), (1, 0, "power"), (1, 1, "none")]
+    (table_run,) = [f for f in find_run_files(sweep) if read_run(f)["run"]["name"] == "compare"]
+    table_file = next(table_run.parent.glob("files/media/table/compare/variants_*.table.json"))
+    logged = json.loads(table_file.read_text())
+    rows = {row[0]: dict(zip(logged["columns"], row)) for row in logged["data"]}
+    assert rows["power"]["verdict"] == verdicts["power"] and rows["none"]["verdict"] == "baseline"
 
 
 @pytest.mark.slow
