@@ -218,6 +218,21 @@ def test_warm_up_runs_once_before_the_first_window_and_data_is_set_up_before_it(
     ]  # fmt: skip
 
 
+def test_warm_up_setting(monkeypatch):
+    from wattwise import sweep
+    from wattwise.warmup import wanted
+
+    def cfg(warmup, **trainer):
+        return OmegaConf.create({"warmup": warmup, "trainer": {"devices": 1, **trainer}})
+
+    assert wanted(cfg(True)) and not wanted(cfg(False))
+    monkeypatch.setattr(sweep, "in_multirun", lambda: False)
+    assert not wanted(cfg("auto"))  # auto: only in multiruns
+    monkeypatch.setattr(sweep, "in_multirun", lambda: True)
+    assert wanted(cfg("auto"))
+    assert not wanted(cfg(True, devices=2, strategy="ddp")) and not wanted(cfg(True, num_nodes=2))
+
+
 @pytest.mark.slow
 def test_identical_jobs_pay_no_one_time_cost_inside_their_energy(tmp_path):
     """Two identical jobs in one fresh process, as a multirun runs them: with the warm-up no job

@@ -14,7 +14,8 @@ to memory. Once per process and (data, model, accelerator, precision): the sweep
 skip it. Methods' own first calls (amp's bf16 kernels, say) are theirs: they land in the first
 run of that method, in the first seed's round.
 
-`warmup: auto` (train.yaml) warms up in multiruns only; `true` always; `false` never.
+`warmup: auto` (train.yaml) warms up in multiruns only; `true` always; `false` never. A run on
+several devices or nodes (DDP) is not warmed up: that would need its process group.
 """
 
 from __future__ import annotations
@@ -33,8 +34,21 @@ _warmed: set[str] = set()
 QUIET = ("lightning.pytorch", "lightning.fabric", "lightning")
 
 
+def single_device(cfg: DictConfig) -> bool:
+    """One device, one process: a warm-up of a distributed run would have to start its process group."""
+    trainer = cfg.get("trainer") or {}
+    strategy = str(trainer.get("strategy", "auto") or "auto")
+    return (
+        str(trainer.get("devices", 1)) == "1"
+        and int(trainer.get("num_nodes", 1) or 1) == 1
+        and strategy == "auto"
+    )
+
+
 def wanted(cfg: DictConfig) -> bool:
     setting = cfg.get("warmup", "auto")
+    if not setting or not single_device(cfg):
+        return False
     if setting == "auto":
         from wattwise.sweep import in_multirun
 
