@@ -163,11 +163,13 @@ def _apply_sweep_settings(cfg: DictConfig) -> None:
 
 
 def _sweep_fields(cfg: DictConfig) -> dict[str, Any]:
-    """variant and position in a comparison sweep (None otherwise), for summary.json and W&B."""
-    return {
+    """variant and position in a comparison sweep, for summary.json and W&B; nothing outside one (a
+    harness that labels its own runs, as the benchmark does with `variant`, keeps its labels)."""
+    fields = {
         "variant": OmegaConf.select(cfg, "sweep.variant"),
         "position": OmegaConf.select(cfg, "sweep.position"),
     }
+    return {k: v for k, v in fields.items() if v is not None}
 
 
 def train(cfg: DictConfig) -> Any:
