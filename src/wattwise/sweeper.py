@@ -162,20 +162,20 @@ class CompareSweeper(BasicSweeper):
                 f"\n{result['table']}\n\ncompare: {sweep_dir} (python -m wattwise.compare {sweep_dir})",
                 flush=True,
             )
-            project = wandb_project(self.config)
-            if project is not None:
+            wandb = wandb_settings(self.config)
+            if wandb is not None and wandb["mode"] != "disabled":
                 from wattwise.compare.wandb_table import log_variant_table
 
-                log_variant_table(result["variants"], project=project, folder=sweep_dir, save_dir=sweep_dir)
+                log_variant_table(result["variants"], folder=sweep_dir, save_dir=sweep_dir, **wandb)
         except Exception as err:  # noqa: BLE001 - the jobs' own outcome decides the exit code
             log.warning("hydra/sweeper=compare: could not compare %s: %s", sweep_dir, err)
 
 
-def wandb_project(config: Any) -> str | None:
-    """The W&B project the sweep's runs logged to, None when they did not use W&B."""
+def wandb_settings(config: Any) -> dict[str, Any] | None:
+    """{"project", "mode"} of the W&B logger the sweep's runs used, None when they did not use W&B."""
     loggers = config.get("logger") or {}
     for node in loggers.values():
         target = str(node.get("_target_", "")) if hasattr(node, "get") else ""
         if "wandb" in target.lower():
-            return str(node.get("project") or "wattwise")
+            return {"project": str(node.get("project") or "wattwise"), "mode": node.get("mode")}
     return None
