@@ -25,9 +25,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from omegaconf import OmegaConf
+from hydra.plugins.sweeper import Sweeper
+from omegaconf import DictConfig, OmegaConf
 
 log = logging.getLogger(__name__)
 
@@ -80,8 +80,26 @@ def plan_jobs(
     return jobs
 
 
-class CompareSweeper(BasicSweeper):
-    """Hydra's basic sweeper with seeds, interleaving and rotation (see the module docstring)."""
+def _axes_and_seeds(overrides: Sequence[Any]) -> tuple[list[list[str]], list[str] | None]:
+    """Per override key its `key=value` strings (the seed's values apart), from Hydra's parsed overrides."""
+    axes, seeds = [], None
+    for override in overrides:
+        key = override.get_key_element()
+        if override.is_sweep_override():
+            if not override.is_discrete_sweep():
+                raise ValueError(f"hydra/sweeper=compare sweeps lists of values, not {override.input_line}")
+            values = [f"{key}={v}" for v in override.sweep_string_iterator()]
+        else:
+            values = [f"{key}={override.get_value_element_as_str()}"]
+        if key.lstrip("+~") == "seed":
+            seeds = [v.partition("=")[2] for v in values]
+        else:
+            axes.append(values)
+    return axes, seeds
+
+
+class CompareSweeper(Sweeper):
+    """Seeds, interleaving and rotation (see the module docstring), on Hydra's public Sweeper interface."""
 
     def __init__(
         self,
@@ -91,32 +109,31 @@ class CompareSweeper(BasicSweeper):
         max_batch_size: int | None = None,
         params: dict[str, str] | None = None,
     ) -> None:
-        super().__init__(max_batch_size=max_batch_size, params=params)
         if int(seeds) < 1:
             raise ValueError(f"hydra.sweeper.seeds must be >= 1, got {seeds}")
         self.seeds = int(seeds)
         self.if_not_applicable = if_not_applicable
         self.compare = compare
+        self.max_batch_size = max_batch_size
+        self.params = dict(params or {})
+        self.hydra_context: Any = None
+        self.config: DictConfig | None = None
+        self.launcher: Any = None
 
-    def split_arguments(self, overrides: Sequence[Any], max_batch_size: int | None) -> list[list[list[str]]]:  # type: ignore[override]
-        axes, seeds = [], None
-        for override in overrides:
-            key = override.get_key_element()
-            if override.is_sweep_override():
-                if not override.is_discrete_sweep():
-                    raise ValueError(
-                        f"hydra/sweeper=compare sweeps lists of values, not {override.input_line}"
-                    )
-                values = [f"{key}={v}" for v in override.sweep_string_iterator()]
-            else:
-                values = [f"{key}={override.get_value_element_as_str()}"]
-            if key.lstrip("+~") == "seed":
-                seeds = [v.partition("=")[2] for v in values]
-            else:
-                axes.append(values)
-        jobs = plan_jobs(axes, seeds or list(range(self.seeds)), self.if_not_applicable)
-        n = len(jobs) if max_batch_size in (None, -1) else max_batch_size
-        return [jobs[i : i + n] for i in range(0, len(jobs), n)]
+    def setup(self, *, hydra_context: Any, task_function: Any, config: DictConfig) -> None:
+        from hydra.core.plugins import Plugins
+
+        self.hydra_context, self.config = hydra_context, config
+        self.launcher = Plugins.instance().instantiate_launcher(
+            hydra_context=hydra_context, task_function=task_function, config=config
+        )
+
+    def plan(self, arguments: Sequence[str]) -> list[list[str]]:
+        """Every job's overrides, in the order they run."""
+        parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
+        params = [f"{k}={v}" for k, v in self.params.items()]
+        axes, seeds = _axes_and_seeds(parser.parse_overrides([*params, *arguments]))
+        return plan_jobs(axes, seeds or list(range(self.seeds)), self.if_not_applicable)
 
     def sweep(self, arguments: list[str]) -> Any:
         returns = []
@@ -131,23 +148,21 @@ class CompareSweeper(BasicSweeper):
         return returns
 
     def _launch_all(self, arguments: list[str]) -> list[Any]:
-        """BasicSweeper.sweep, whose failure check is deferred until the comparison is printed."""
-        assert self.hydra_context is not None and self.config is not None and self.launcher is not None
-        parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
-        self.overrides = self.split_arguments(
-            parser.parse_overrides([*self._parse_config(), *arguments]), self.max_batch_size
+        """Launch the planned jobs in batches (all at once unless max_batch_size), as the basic sweeper."""
+        assert self.config is not None and self.launcher is not None
+        jobs = self.plan(arguments)
+        log.info(
+            "hydra/sweeper=compare: %d jobs (variants x seeds, interleaved, rotated per seed)", len(jobs)
         )
-        n_jobs = sum(len(batch) for batch in self.overrides)
-        log.info("hydra/sweeper=compare: %d jobs (variants x seeds, interleaved, rotated per seed)", n_jobs)
         sweep_dir = Path(self.config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
-        returns, first = [], 0
-        while not self.is_done():
-            batch = self.get_job_batch()
+        size = len(jobs) if self.max_batch_size in (None, -1) else int(self.max_batch_size)
+        returns = []
+        for first in range(0, len(jobs), max(size, 1)):
+            batch = jobs[first : first + size]
             self.validate_batch_is_legal(batch)
             returns.append(self.launcher.launch(batch, initial_job_idx=first))
-            first += len(batch)
         return returns
 
     def _compare(self) -> None:
