@@ -13,7 +13,7 @@ from typing import Any
 SUMMARY_FILE = "summary.json"
 FAILED_STATUSES = ("failed", "interrupted", "no summary")
 # Overrides that are not part of what a run *is*: the seed (its own column, the unit of pairing) and
-# what the comparison sweeper adds to every job (wattwise.sweep).
+# what the comparison sweeper adds to every job (wattwise.sweeper).
 NOT_VARIANT_KEYS = ("optim", "seed")
 NOT_VARIANT_PREFIXES = ("sweep.", "hydra.")
 
