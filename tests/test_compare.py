@@ -347,3 +347,13 @@ def test_false_differences_stay_near_five_percent_over_many_replays():
                                 energy_J=energy, energy_source="estimate", seed=seed))  # fmt: skip
         ties += {v.label: v.verdict for v in group_runs(runs)}["amp"] == "tie"
     assert ties >= 950
+
+
+def test_a_baseline_nothing_is_compared_with_is_not_called_one(sweep):
+    verdicts = {v.label: v.verdict for v in compare(sweep, make_plot=False)["variants"]}
+    assert verdicts == {
+        "none model=mlp": "baseline",  # amp model=mlp is compared with it
+        "amp model=mlp": "single run",
+        "none model=cnn": "-",  # no amp model=cnn: nothing to compare
+        "amp+prune": "no baseline",
+    }

@@ -9,7 +9,8 @@ Its energy ratio is paired: each run against the baseline run of the same seed (
 seed against the k-th of that seed, when seeds repeat), then the geometric mean of those ratios
 with a 95% t interval (`wattwise.stats.paired_ratio_ci`). The verdict:
 
-- `baseline`: the reference itself;
+- `baseline`: the reference of at least one other variant (one that no variant is compared with
+  shows `single run` or `-`: a folder of unrelated runs, an Optuna study);
 - `tie`: the interval holds 1.0, so the sweep cannot tell the difference from noise;
 - `lower` / `higher`: the whole interval is below / above 1.0;
 - `single run`: one pair, no interval (run more seeds);
@@ -114,8 +115,11 @@ def group_runs(runs: Sequence[Run]) -> list[Variant]:
         v.runs.sort(key=lambda r: order[r.name])
         _figures(v)
     by_key = {(v.label, v.energy_source): v for v in out}
+    baselines = {v.label: by_key.get((_label(BASELINE, v.rest), v.energy_source)) for v in out}
     for v in out:
-        _verdict(v, by_key.get((_label(BASELINE, v.rest), v.energy_source)))
+        _verdict(v, baselines[v.label])
+        if v.verdict == "baseline" and not any(b is v for k, b in baselines.items() if k != v.label):
+            v.verdict = "single run" if len(v.compared) == 1 else "-"  # nothing is compared with it
     mark_variant_pareto(out)
     return out
 
