@@ -16,6 +16,7 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from wattwise import warmup
 from wattwise.config_dir import CONF_DIR
 from wattwise.methods.registry import register_recipes
 from wattwise.sweep import in_multirun, launcher_info
@@ -172,6 +173,27 @@ def torch_threads() -> int:
     return torch.get_num_threads()
 
 
+def _apply_sweep_settings(cfg: DictConfig) -> None:
+    """`sweep.if_not_applicable=skip` (the comparison sweeper's): every chosen method steps aside where
+    it does not apply, as `callbacks.<name>.if_not_applicable=skip` would make it, instead of failing."""
+    choice = OmegaConf.select(cfg, "sweep.if_not_applicable")
+    if choice is None:
+        return
+    for node in (cfg.get("callbacks") or {}).values():
+        if isinstance(node, DictConfig) and "if_not_applicable" in node:
+            node.if_not_applicable = choice
+
+
+def _sweep_fields(cfg: DictConfig) -> dict[str, Any]:
+    """variant and position in a comparison sweep, for summary.json and W&B; nothing outside one (a
+    harness that labels its own runs, as the benchmark does with `variant`, keeps its labels)."""
+    fields = {
+        "variant": OmegaConf.select(cfg, "sweep.variant"),
+        "position": OmegaConf.select(cfg, "sweep.position"),
+    }
+    return {k: v for k, v in fields.items() if v is not None}
+
+
 def train(cfg: DictConfig) -> Any:
     from wattwise.methods.registry import run_label
     from wattwise.utils.report import format_report
@@ -186,6 +208,9 @@ def train(cfg: DictConfig) -> Any:
     from wattwise.utils.threads import apply_threads
 
     threads = apply_threads(cfg.get("cpu_threads", "auto"))
+    _apply_sweep_settings(cfg)
+    if warmup.wanted(cfg):  # before seeding: the warm-up's draws leave the run's RNG streams alone
+        warmup.warm_up(cfg)
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True, verbose=False)
     parts = build(cfg)
@@ -210,6 +235,7 @@ def train(cfg: DictConfig) -> Any:
         "seed": cfg.get("seed"),
         "monitor": cfg.get("monitor"),
         "mode": cfg.get("mode"),
+        **_sweep_fields(cfg),
         "cpu_threads": torch_threads(),
         "cpu_threads_reason": threads.reason,
         "config_path": str(config_path) if config_path.exists() else None,
@@ -218,7 +244,11 @@ def train(cfg: DictConfig) -> Any:
     }
     # The chosen options as one string ("amp+prune", "none"): a categorical axis for W&B's parallel
     # coordinates (the options' settings are under callbacks.<name>).
-    hparams = {**OmegaConf.to_container(cfg, resolve=True), "optim_set": "+".join(summary["optim"]) or "none"}
+    hparams = {
+        **OmegaConf.to_container(cfg, resolve=True),
+        "optim_set": "+".join(summary["optim"]) or "none",
+        **_sweep_fields(cfg),  # variant and position at the top, beside seed, for W&B's grouping
+    }
     for lg in loggers.values():
         lg.log_hyperparams(hparams)
 
