@@ -11,7 +11,7 @@ SWEEP ?=
 # cores of the CI machine; TEST_WORKERS=0 runs in one process (pdb, -x, print debugging).
 TEST_WORKERS ?= 2
 
-.PHONY: install train test test-fast bench bench-quick bench-gpu sweep compare lint format clean
+.PHONY: install train test test-fast bench bench-quick bench-gpu overhead-bench sweep compare lint format clean
 
 install: $(STAMP)
 
@@ -41,6 +41,11 @@ bench-quick: $(STAMP)
 # One CUDA card, NVML through the energy monitor, the card's idle power measured; changes nothing on it.
 bench-gpu: $(STAMP)
 	$(PY) bench/energy_bench.py --gpu $(ARGS)
+
+# CPU-seconds of wattwise's loop against plain PyTorch and bare Lightning, and the arithmetic floor
+# (bench/overhead_bench.py; run it alone on the machine: ARGS=--quick for a rough smoke run).
+overhead-bench: $(STAMP)
+	$(PY) bench/overhead_bench.py $(ARGS)
 
 # The baseline, each registered method alone and each recipe (green): the list comes from the registry.
 sweep: $(STAMP)
