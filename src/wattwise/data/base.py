@@ -42,7 +42,10 @@ class BatchedTensorDataset(TensorDataset):
     `collate_batches` then passes the gathered batch on as it is. A loader over an in-memory
     dataset otherwise reads every sample on its own (`dataset[i]`, a tuple of views) and stacks them
     (`default_collate`): on small nets that Python per sample cost as much as the training step.
-    The batch is the same (the same rows, dtypes and structure: a list of tensors).
+    The batch is the same (the same rows, dtypes and structure: a list of tensors). A DataLoader
+    over this dataset needs `collate_batches` as its collate_fn: the datamodule's loaders have it,
+    and loaders rebuilt from them (Lightning's distributed sampler, distillation's ordered pass)
+    carry it over; `dataset[i]` reads one sample as a TensorDataset does.
     """
 
     def __getitems__(self, indices: list[int]) -> _Batch:
