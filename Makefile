@@ -11,7 +11,7 @@ SWEEP ?=
 # cores of the CI machine; TEST_WORKERS=0 runs in one process (pdb, -x, print debugging).
 TEST_WORKERS ?= 2
 
-.PHONY: install train test test-fast bench bench-quick bench-gpu gpu-check sweep compare lint format clean
+.PHONY: install train test test-fast bench bench-quick bench-gpu gpu-check overhead-bench sweep compare lint format clean
 
 install: $(STAMP)
 
@@ -48,6 +48,11 @@ bench-gpu: $(STAMP)
 # make gpu-check ARGS=--dry-run lists the steps, estimates and budget anywhere.
 gpu-check: $(STAMP)
 	$(PY) bench/gpu_check.py $(ARGS)
+
+# CPU-seconds of wattwise's loop against plain PyTorch and bare Lightning, and the arithmetic floor
+# (bench/overhead_bench.py; run it alone on the machine: ARGS=--quick for a rough smoke run).
+overhead-bench: $(STAMP)
+	$(PY) bench/overhead_bench.py $(ARGS)
 
 # The baseline, each registered method alone and each recipe (green), the list from the registry, each
 # with 3 seeds, interleaved and rotated per seed (hydra/sweeper=compare; ARGS=hydra.sweeper.seeds=5);
