@@ -7,6 +7,7 @@ trainer and acts on them; the parts live beside it:
 - `settings`: the `callbacks.prune.*` keys, defaults and checks (`PruneSettings`);
 - `pruner`: building the torch-pruning pruner, the layers left alone, the ratio a MACs target needs;
 - `step`: one scheduled prune (rank 0's channel choice applied on every rank), Taylor gradients;
+- `guard`: the trial prune at fit start, the check after each prune, the rollback when it broke;
 - `schedule`, `surgery`, `tp_adapter`: the schedule, the tensor surgery, the one torch-pruning door.
 """
 
@@ -46,7 +47,8 @@ class Prune(EnergyMethod):
     Its arguments are `PruneSettings`' fields (settings.py: each with its check and a short
     doc; the card's table says more), plus `if_not_applicable`: `fail` (stop with one line) or
     `skip` (train unpruned and say why) where pruning does not apply (a net under
-    `min_base_macs`, one torch-pruning cannot trace or finds nothing to prune in, FSDP/DeepSpeed).
+    `min_base_macs`, one torch-pruning cannot trace, prune or finds nothing to prune in, a prune
+    that broke the net and was rolled back, FSDP/DeepSpeed).
     """
 
     name: ClassVar[str] = "prune"
