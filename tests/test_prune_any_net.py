@@ -103,6 +103,7 @@ class _Before(L.Callback):
             self.params = {n: p for n, p in pl_module.named_parameters()}
             self.values = {n: p.detach().clone() for n, p in pl_module.named_parameters()}
             self.state = {id(p): dict(s) for p, s in trainer.optimizers[0].state.items()}
+            assert self.state, "Adam has state to keep"
 
 
 class _After(L.Callback):
@@ -120,7 +121,11 @@ class _After(L.Callback):
         assert all(torch.equal(now[n], v) for n, v in self.before.values.items())
         opt = trainer.optimizers[0]
         assert [id(p) for g in opt.param_groups for p in g["params"]] == [id(p) for p in now.values()]
-        assert {id(p): s for p, s in opt.state.items()} == self.before.state
+        assert {id(p) for p in opt.state} == set(self.before.state)
+        for p, state in opt.state.items():  # the same moments, not restarted ones
+            assert all(state[k] is v for k, v in self.before.state[id(p)].items()) and len(state) == len(
+                self.before.state[id(p)]
+            )
         pl_module.net(torch.zeros(3, 1, 40))  # it runs
         self.checked = True
 
@@ -208,6 +213,16 @@ def test_a_pruned_run_of_a_user_module_resumes_like_an_uninterrupted_one(tmp_pat
     dm, fresh = _user()
     [again] = resumed.test(fresh, datamodule=dm, ckpt_path="best")
     assert tensor_shapes(fresh) == tensor_shapes(full_module) and again == results
+
+
+def test_without_the_method_a_user_module_cannot_load_a_pruned_checkpoint(tmp_path, monkeypatch):
+    """The control: the resize above is the method's doing, not the user module's."""
+    _fit_user(tmp_path / "half", epochs=2)
+    from wattwise.compat import lightning as compat_lightning
+
+    monkeypatch.setattr(compat_lightning, "after_checkpoint_read", lambda *args, **kwargs: None)
+    with pytest.raises(RuntimeError, match="size mismatch"):
+        _fit_user(tmp_path / "resumed", epochs=3, ckpt_path=tmp_path / "half" / "ck" / "last.ckpt")
 
 
 def test_a_user_module_resumes_through_train_py_and_tests_the_pruned_best(tmp_path):
