@@ -215,6 +215,18 @@ def test_a_pruned_run_of_a_user_module_resumes_like_an_uninterrupted_one(tmp_pat
     assert tensor_shapes(fresh) == tensor_shapes(full_module) and again == results
 
 
+def test_without_num_classes_the_layers_of_the_output_width_are_left_alone(tmp_path):
+    """A module and datamodule that name no number of classes (a regression's): the head is found
+    from the width of what the net returns, and the output keeps its shape."""
+    dm, module = _user()
+    del dm.num_classes
+    assert not module.hparams
+    cb = _prune(round_to=None)
+    _trainer(tmp_path, cb).fit(module, datamodule=dm)
+    assert cb.status == "active" and cb.macs < cb.base_macs
+    assert module.net.head.out_features == 10 and module.net.head.in_features < 32
+
+
 def test_without_the_method_a_user_module_cannot_load_a_pruned_checkpoint(tmp_path, monkeypatch):
     """The control: the resize above is the method's doing, not the user module's."""
     _fit_user(tmp_path / "half", epochs=2)

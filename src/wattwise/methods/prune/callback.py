@@ -202,8 +202,10 @@ class Prune(EnergyMethod):
         """Build the pruner (after finding the ratio for a MACs target) and try a prune on a copy;
         why not, if it cannot. Nothing torch-pruning raises gets out: it becomes the reason."""
         net, example, s = self._net, self._example, self.settings
-        num_classes = getattr(pl_module.hparams, "num_classes", None) or getattr(
-            trainer.datamodule, "num_classes", None
+        num_classes = (  # the head's width, left alone; else the width of what the net returns
+            getattr(pl_module.hparams, "num_classes", None)
+            or getattr(trainer.datamodule, "num_classes", None)
+            or guard.output_width(net, example)
         )
         ignored = pruners.ignored_modules(net, self.ignored_layers, num_classes)
         try:

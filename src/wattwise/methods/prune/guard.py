@@ -68,6 +68,16 @@ def output_shapes(net: nn.Module, example: torch.Tensor) -> Any:
         restore_modes(saved)
 
 
+def output_width(net: nn.Module, example: torch.Tensor) -> int | None:
+    """The K of a net returning one (N, K) tensor (a regression's outputs, a classifier's logits):
+    the layers of that width are its head, left alone when nothing names the number of classes."""
+    try:
+        shapes = output_shapes(net, example)
+    except Exception:  # noqa: BLE001 - the trial says why the net does not run
+        return None
+    return shapes[1] if isinstance(shapes, tuple) and len(shapes) == 2 else None
+
+
 def check_pruned(net: nn.Module, example: torch.Tensor, expected: Any) -> str | None:
     """Why the pruned `net` is broken (it raises, or its output shapes changed); None if it is fine."""
     try:
