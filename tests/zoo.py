@@ -17,3 +17,11 @@ ZOO: dict[str, list[str]] = {
     "transformer": [TOKENS, "model.net._target_=mypkg.TokenTransformer"],
     "resnet18": ["data=digits", "model=resnet18", "model.net.width=8"],
 }
+
+# Nets torch-pruning cannot handle (tests/test_prune_any_net.py): prune is rolled back and steps
+# aside on them. Not yet in ZOO: the contract matrix runs every method on every entry there.
+PRUNE_ASIDE: dict[str, list[str]] = {
+    "lstm1": [SIGNAL, "model.net._target_=mypkg.LSTMNet"],
+    "lstm2": [SIGNAL, "model.net._target_=mypkg.LSTMNet", "+model.net.num_layers=2"],
+    "patch_transformer": [SIGNAL, "model.net._target_=mypkg.PatchTransformer"],
+}

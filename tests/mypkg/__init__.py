@@ -7,16 +7,29 @@ arguments, with their own defaults, as a user's classes would.
 """
 
 from mypkg.data import MyDataModule, SignalDataModule, TokenDataModule
-from mypkg.nets import GRUNet, MyNet, SignalCNN, SmallCNN, TokenTransformer, UserMLP
+from mypkg.modules import UserClassifier
+from mypkg.nets import (
+    GRUNet,
+    LSTMNet,
+    MyNet,
+    PatchTransformer,
+    SignalCNN,
+    SmallCNN,
+    TokenTransformer,
+    UserMLP,
+)
 
 __all__ = [
     "GRUNet",
+    "LSTMNet",
     "MyDataModule",
     "MyNet",
+    "PatchTransformer",
     "SignalCNN",
     "SignalDataModule",
     "SmallCNN",
     "TokenDataModule",
     "TokenTransformer",
+    "UserClassifier",
     "UserMLP",
 ]

@@ -168,7 +168,10 @@ class ClassifierModule(L.LightningModule):
         self._log_epoch("test")
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Runs before the weights load: resize layers to a saved (e.g. pruned) architecture."""
+        """Runs before the weights load: resize layers to a saved (e.g. pruned) architecture.
+
+        In a Trainer with `+optim=prune` the method has resized them already (a no-op here); this
+        is for `load_from_checkpoint` and runs without the method."""
         from wattwise.methods.shared.structure import restore_structure
 
         restore_structure(self, checkpoint)
