@@ -34,6 +34,8 @@ from wattwise.methods.prune.step import Gradients, add_gradients, prune_step, ta
 from wattwise.methods.shared.export import export_net, net_from_checkpoint, submodule_prefix
 from wattwise.methods.shared.inputs import example_input
 from wattwise.methods.shared.structure import STRUCTURE_KEY, restore_structure, tensor_shapes
+from wattwise.methods.shared.target import target_net
+from wattwise.utils.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -159,8 +161,7 @@ class Prune(EnergyMethod):
     # ---- set-up -----------------------------------------------------------------------------------
     @staticmethod
     def target_net(pl_module: L.LightningModule) -> nn.Module:
-        net = getattr(pl_module, "net", None)
-        return net if isinstance(net, nn.Module) else pl_module
+        return target_net(pl_module)  # methods/shared/target.py: energy_target_net(), `net`, or the module
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         reason = self._not_applicable(trainer, pl_module)
@@ -186,7 +187,12 @@ class Prune(EnergyMethod):
         if any(s in strategy for s in ("FSDP", "DeepSpeed", "ModelParallel")):
             return f"pruning under {strategy} is not supported (use a single device or ddp)"
         net = self._net = self.target_net(pl_module)
-        self._example = example_input(trainer.datamodule, net, self.settings.input_shape, KEY)
+        try:  # no sample to trace the net with: not a bad setting when the user gave no shape
+            self._example = example_input(trainer.datamodule, net, self.settings.input_shape, KEY)
+        except ConfigError as err:
+            if self.settings.input_shape is not None:
+                raise
+            return str(err)
         if self.base_macs is None:  # a fresh run (a resumed one has them in its state)
             self.base_macs, self.base_params = count_macs_params(net, self._example[:1])
             self.macs, self.params = self.base_macs, self.base_params
