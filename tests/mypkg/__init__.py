@@ -6,8 +6,8 @@ contract tests train every energy method on every net here. Constructors take on
 arguments, with their own defaults, as a user's classes would.
 """
 
-from mypkg.data import MyDataModule, SignalDataModule, TokenDataModule
-from mypkg.modules import UserClassifier
+from mypkg.data import ForecastDataModule, MyDataModule, SignalDataModule, TokenDataModule
+from mypkg.modules import UserClassifier, UserForecaster
 from mypkg.nets import (
     GRUNet,
     LSTMNet,
@@ -20,6 +20,8 @@ from mypkg.nets import (
 )
 
 __all__ = [
+    "ForecastDataModule",
+    "UserForecaster",
     "GRUNet",
     "LSTMNet",
     "MyDataModule",
