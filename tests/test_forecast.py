@@ -170,3 +170,29 @@ def test_a_run_writes_the_forecast_plot_and_model_card(make_cfg, monkeypatch):
     card = open(s["report/model_card"]).read()
     assert card.startswith("---\nco2_eq_emissions:\n")
     assert f"emissions: {s['carbon/gCO2e']:.6g}" in card and '"Sweden"' in card and "ESTIMATE" in card
+
+
+def test_the_energy_plot_labels_the_monitored_metric(tmp_path, monkeypatch):
+    """A loss is drawn as is and labelled by its name; val/acc stays `validation accuracy, %`."""
+    import matplotlib.figure
+
+    from wattwise.utils.energy_plot import plot_accuracy_vs_energy
+
+    drawn = []
+    saved = matplotlib.figure.Figure.savefig
+
+    def keep(fig, *args, **kwargs):  # noqa: ANN001, ANN202 - the figure, to read its axes back
+        drawn.append(fig)
+        return saved(fig, *args, **kwargs)
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", keep)
+    for metric, values, label, scale in (
+        ("val/loss", [0.5, 0.3], "val/loss", 1.0),
+        ("val/acc", [0.5, 0.7], "validation accuracy, %", 100.0),
+        ("val/top5_acc", [0.5, 0.7], "val/top5_acc, %", 100.0),
+    ):
+        plot_accuracy_vs_energy([10.0, 20.0], values, 0.0, tmp_path / "p.png", "t", "ESTIMATE", metric=metric)
+        ax = drawn[-1].axes[0]
+        assert ax.get_ylabel() == label
+        assert list(ax.get_lines()[0].get_ydata()) == pytest.approx([scale * v for v in values])
+        assert ax.texts[-1].get_text() == (f"{scale * values[-1]:.1f} %" if scale > 1 else "0.3")

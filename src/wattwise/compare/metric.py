@@ -16,6 +16,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from wattwise.utils.metric_names import is_accuracy
+
 AUTO = "auto"
 LEGACY = ("test/acc", "max")  # summaries without a monitor: what compare always ranked by
 MODES = ("min", "max")
@@ -45,12 +47,6 @@ class Metric:
     def better(self) -> str:
         """`higher` or `lower`: the word the table's notes use."""
         return "higher" if self.maximize else "lower"
-
-
-def is_accuracy(name: str) -> bool:
-    """An accuracy (a fraction shown in %): `test/acc`, `val/top5_acc`, `test/accuracy`; not a loss."""
-    words = re.split(r"[_\-@.]", name.rsplit("/", 1)[-1].lower())
-    return any(w.rstrip("0123456789") in ("acc", "accuracy") for w in words)
 
 
 def test_counterpart(monitor: str) -> str:

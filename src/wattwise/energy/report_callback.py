@@ -13,8 +13,9 @@ Each epoch (after the monitor closed it, after the energy methods acted) it
   `budget_gCO2e` (`forecast/stop_reason` says which and by how much).
 At the fit's end it writes `forecast/*` to the summary (the forecast made after
 `forecast_after_epochs` epochs and its error against the real total), and in the run dir the plot
-of validation accuracy against cumulative energy and a model-card snippet; under SLURM it reads the
-job's own accounting (`sacct`) to show beside wattwise's figure.
+of the monitored metric (validation accuracy for the bundled classifier; a loss as a plain number)
+against cumulative energy and a model-card snippet; under SLURM it reads the job's own accounting
+(`sacct`) to show beside wattwise's figure.
 """
 
 from __future__ import annotations
@@ -276,6 +277,7 @@ class EnergyReport(L.Callback):
                 title,
                 label,
                 forecast=(self.first.total_J, self.first.after_epochs) if self.first else None,
+                metric=self.monitor,
             )
             self.files["report/plot"] = str(path)
 
