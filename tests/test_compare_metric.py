@@ -119,7 +119,12 @@ def test_explicit_metric_and_mode_still_work(regression, capsys):
     flipped = compare(regression, metric="test/loss", mode="max", make_plot=False)
     assert {v.label for v in flipped["variants"] if v.pareto} == {"amp", "qat"}  # highest loss, fewest J
     assert main([str(regression), "--metric", "val/loss", "--mode", "min", "--no-plot"]) == 0
-    assert "val/loss (median)" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert (
+        "val/loss (median)" in out and "metric: val/loss, lower is better (set by --metric and --mode)" in out
+    )
+    assert main([str(regression), "--no-plot"]) == 0
+    assert "metric: test/loss, lower is better (the runs monitored val/loss (min))" in capsys.readouterr().out
     with pytest.raises(CompareError, match="cannot tell whether time/train_s should rise or fall"):
         compare(regression, metric="time/train_s", make_plot=False)
 
@@ -132,7 +137,7 @@ def test_without_a_test_counterpart_the_monitor_itself(tmp_path):
     assert result["metric"].name == "val/loss" and [r.pareto for r in result["runs"]] == [True, True]
 
 
-def test_classification_summaries_with_a_monitor_read_as_before(tmp_path):
+def test_classification_summaries_with_a_monitor_read_as_before(tmp_path, capsys):
     """The default classifier's summaries now record val/acc (max): the table is the one without it."""
     old, new = tmp_path / "old", tmp_path / "new"
     for root, extra in ((old, {}), (new, CLASSIFIER)):
@@ -143,6 +148,9 @@ def test_classification_summaries_with_a_monitor_read_as_before(tmp_path):
     assert a["metric"].name == b["metric"].name == "test/acc" and b["metric"].mode == "max"
     assert a["table"] == b["table"] and "90.00 %" in b["table"]
     assert a["runs_table"].replace(str(old), "") == b["runs_table"].replace(str(new), "")
+    assert main([str(old), "--no-plot"]) == main([str(new), "--no-plot"]) == 0
+    first, second = capsys.readouterr().out.split("compare_variants.csv\n")[:2]
+    assert first.replace(str(old), "") == second.replace(str(new), "") and "metric:" not in first
 
 
 def test_metric_names():

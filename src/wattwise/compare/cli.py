@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from wattwise.compare.metric import AUTO
+from wattwise.compare.metric import AUTO, LEGACY
 from wattwise.compare.plot import plot
 from wattwise.compare.runs import CompareError, load
 from wattwise.compare.table import format_runs_table, format_table, write_csv, write_variants_csv
@@ -96,6 +96,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(result["table"])
     if args.runs:
         print("\n" + result["runs_table"])
+    chosen = result["metric"]
+    if (chosen.name, chosen.mode) != LEGACY:  # test/acc, max: what compare always ranked by, said as before
+        print(f"\nmetric: {chosen.name}, {chosen.better} is better ({chosen.why})", end="")
     print(f"\nCSV:  {result['csv']}\n      {result['variants_csv']}")
     if result["png"]:
         print(f"plot: {result['png']}")
