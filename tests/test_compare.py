@@ -343,7 +343,7 @@ def test_false_differences_stay_near_five_percent_over_many_replays():
         runs = []
         for seed, (base, same) in enumerate(_replay_pairs(random.Random(10_000 + replay), _recorded())):
             for optim, energy in (([], base), (["amp"], same)):
-                runs.append(Run(name=f"{len(runs)}", status="completed", optim=optim, accuracy=0.9,
+                runs.append(Run(name=f"{len(runs)}", status="completed", optim=optim, value=0.9,
                                 energy_J=energy, energy_source="estimate", seed=seed))  # fmt: skip
         ties += {v.label: v.verdict for v in group_runs(runs)}["amp"] == "tie"
     assert ties >= 950

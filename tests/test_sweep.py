@@ -25,7 +25,7 @@ from omegaconf import OmegaConf
 
 from wattwise.compare import compare
 from wattwise.methods import registry
-from wattwise.sweep import sqlite_url
+from wattwise.sweep import direction, sqlite_url
 from wattwise.sweeper import plan_jobs, variant_label
 from wattwise.train import train
 from wattwise.utils.errors import ConfigError
@@ -71,10 +71,14 @@ def test_launcher_configs_compose():
 
 def test_energy_pareto_config():
     pytest.importorskip("hydra_plugins.hydra_optuna_sweeper", reason="needs pip install -e '.[sweep]'")
+    from hydra.utils import instantiate
+
     cfg = _compose_hydra("hparams_search=energy_pareto")
-    assert list(cfg.optimized_metric) == ["test/acc", "energy/total_J"]
+    # the monitored metric's test counterpart (test/acc for the bundled classifier), maximized
+    assert list(cfg.optimized_metric) == ["auto", "energy/total_J"] and cfg.monitor == "val/acc"
     sweeper = cfg.hydra.sweeper
-    assert sweeper._target_.endswith("OptunaSweeper") and list(sweeper.direction) == ["maximize", "minimize"]
+    assert sweeper._target_.endswith("OptunaSweeper")
+    assert list(instantiate(sweeper.direction)) == ["maximize", "minimize"]
     assert sweeper.sampler._target_ == "optuna.samplers.NSGAIISampler"
     assert sweeper.storage._target_ == "wattwise.sweep.sqlite_url" and sweeper.n_jobs == 1
     assert {"optim", "model.optimizer.lr", "data.batch_size", "trainer.max_epochs"} <= set(sweeper.params)
@@ -90,6 +94,36 @@ def test_energy_pareto_config():
     assert space["model.optimizer.lr"] == LogUniformDistribution(0.0003, 0.01)
     assert "[]" in space["optim"].choices and "[amp,prune]" in space["optim"].choices
     assert "%f" in OmegaConf.to_container(cfg.hydra.sweep)["dir"]  # two sessions never share a dir
+
+
+def test_energy_pareto_direction_follows_the_monitor():
+    """A loss is minimized: the first objective's direction follows monitor/mode, decided before any trial."""
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper", reason="needs pip install -e '.[sweep]'")
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate
+
+    def directions(*overrides: str) -> list[str]:
+        return list(
+            instantiate(_compose_hydra("hparams_search=energy_pareto", *overrides).hydra.sweeper.direction)
+        )
+
+    assert directions("monitor=val/loss") == ["minimize", "minimize"]
+    assert directions("monitor=val/mae") == ["minimize", "minimize"]
+    assert directions("monitor=val/r2") == ["maximize", "minimize"]
+    assert directions("monitor=val/score_x", "mode=min") == ["minimize", "minimize"]
+    with pytest.raises(InstantiationException, match="monitor=auto is chosen only inside one"):
+        directions("monitor=auto")
+    with pytest.raises(InstantiationException, match="cannot tell whether val/thing should rise or fall"):
+        directions("monitor=val/thing")
+
+
+def test_direction_from_monitor_and_mode():
+    assert direction("val/acc") == "maximize" and direction("val/loss") == "minimize"
+    assert direction("val/loss", "max") == "maximize" and direction("auto", "min") == "minimize"
+    with pytest.raises(ConfigError, match="monitor=auto is chosen only inside one"):
+        direction("auto", "auto")
+    with pytest.raises(ConfigError, match="mode must be min, max or auto"):
+        direction("val/loss", "lowest")
 
 
 def test_energy_pareto_searches_only_options_that_exist():

@@ -12,8 +12,9 @@ Everything here is plain functions on lists, so it is tested on hand-made sample
   of the ratios with a 95% Student-t interval on their logarithms. A percentile bootstrap of the
   median of 3 ratios is [min, max] of the three, a 75% interval (a method against itself would
   look different in 1 sweep of 4); the t interval keeps its 95% at n = 3 (wider, as it should be).
-- `energy_to_target`: joules until validation accuracy first reaches a target, read from a run's
-  per-epoch record; None when it never does. Such a run is *not reached*: it enters medians as
+- `energy_to_target`: joules until the monitored metric (validation accuracy for the benchmark's
+  classifier) first reaches a target, read from a run's per-epoch record (`mode="min"`: a loss
+  first falls to it); None when it never does. Such a run is *not reached*: it enters medians as
   +infinity (worse than any run that got there), never as zero and never dropped, so a variant
   that misses the target in most seeds has an infinite median and says so.
 """
@@ -196,16 +197,19 @@ def paired_ratio_ci(
 
 
 def energy_to_target(
-    curve: Iterable[tuple[int, float | None, float | None]], target: float
+    curve: Iterable[tuple[int, float | None, float | None]], target: float, mode: str = "max"
 ) -> tuple[float | None, int | None]:
-    """(joules, epoch) at the first epoch whose validation accuracy is >= `target`; (None, None) if never.
+    """(joules, epoch) at the first epoch whose metric is >= `target` (`mode="min"`: <= it, for a loss);
+    (None, None) if never.
 
-    `curve` is the run's per-epoch record (epoch, val_acc, cumulative J), in any order; epochs with
-    a missing accuracy are skipped, and a reached epoch with no energy figure gives (None, epoch)."""
-    for epoch, acc, joules in sorted(curve, key=lambda r: r[0]):
-        if acc is None or (isinstance(acc, float) and math.isnan(acc)):
+    `curve` is the run's per-epoch record (epoch, monitored metric, cumulative J), in any order; epochs
+    with a missing value are skipped, and a reached epoch with no energy figure gives (None, epoch)."""
+    if mode not in ("min", "max"):
+        raise ValueError(f"mode must be min or max, got {mode!r}")
+    for epoch, value, joules in sorted(curve, key=lambda r: r[0]):
+        if value is None or (isinstance(value, float) and math.isnan(value)):
             continue
-        if acc >= target:
+        if (value >= target) if mode == "max" else (value <= target):
             ok = joules is not None and not (isinstance(joules, float) and math.isnan(joules))
             return (float(joules) if ok else None), int(epoch)
     return None, None

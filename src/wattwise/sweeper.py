@@ -181,7 +181,9 @@ class CompareSweeper(Sweeper):
             if wandb is not None and wandb["mode"] != "disabled":
                 from wattwise.compare.wandb_table import log_variant_table
 
-                log_variant_table(result["variants"], folder=sweep_dir, save_dir=sweep_dir, **wandb)
+                log_variant_table(
+                    result["variants"], folder=sweep_dir, save_dir=sweep_dir, metric=result["metric"], **wandb
+                )
         except Exception as err:  # noqa: BLE001 - the jobs' own outcome decides the exit code
             log.warning("hydra/sweeper=compare: could not compare %s: %s", sweep_dir, err)
 

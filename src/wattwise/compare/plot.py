@@ -1,4 +1,5 @@
-"""compare.png: accuracy against energy, each variant at its medians, the Pareto front through them."""
+"""compare.png: the compared metric against energy, each variant at its medians, the Pareto front through
+them. An accuracy is drawn in %, any other metric (a loss, an error) as is, labelled by its name."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
+from wattwise.compare.metric import Metric, as_metric
 from wattwise.compare.runs import Run, source_label
 from wattwise.compare.variants import Variant
 
@@ -21,11 +23,11 @@ def _midpoint(values: Sequence[float]) -> float:
 
 def _draw_source(ax, k: int, source: str, group: list[Variant], scale: float) -> None:  # noqa: ANN001
     marker, label = MARKERS[k % len(MARKERS)], source_label(source)
-    runs = [r for v in group for r in v.compared if r.accuracy is not None and r.energy_J is not None]
+    runs = [r for v in group for r in v.compared if r.value is not None and r.energy_J is not None]
     if runs:
         ax.scatter(
             [r.energy_J for r in runs],
-            [scale * r.accuracy for r in runs],
+            [scale * r.value for r in runs],
             marker=marker,
             s=14,
             color="0.7",
@@ -36,7 +38,7 @@ def _draw_source(ax, k: int, source: str, group: list[Variant], scale: float) ->
         lo, hi = v.energy_range or (v.energy_J, v.energy_J)
         ax.errorbar(
             [v.energy_J],
-            [scale * v.accuracy],
+            [scale * v.value],
             xerr=[[v.energy_J - lo], [hi - v.energy_J]],
             fmt=marker,
             color=f"C{k}" if v.pareto else "0.35",
@@ -48,7 +50,7 @@ def _draw_source(ax, k: int, source: str, group: list[Variant], scale: float) ->
     if front:
         ax.plot(
             [v.energy_J for v in front],
-            [scale * v.accuracy for v in front],
+            [scale * v.value for v in front],
             color=f"C{k}",
             drawstyle="steps-post",
             label=f"Pareto front of medians, energy {label}",
@@ -66,7 +68,7 @@ def _annotate(ax, shown: Sequence[Variant], scale: float) -> None:  # noqa: ANN0
         text = v.label + (f" ({v.verdict})" if v.verdict not in ("", "baseline") else "")
         note = ax.annotate(
             text,
-            (v.energy_J, scale * v.accuracy),
+            (v.energy_J, scale * v.value),
             textcoords="offset points",
             xytext=(-6 if left else 6, 4),
             ha="right" if left else "left",
@@ -106,20 +108,22 @@ def plot(
     runs: Sequence[Run],
     variants: Sequence[Variant],
     path: str | Path,
-    metric: str = "test/acc",
+    metric: str | Metric = "test/acc",
     energy_key: str = "energy/total_J",
     title: str | None = None,
 ) -> Path:
-    """Variants at their medians (bars: the range of their runs), single runs in grey, the front as a line."""
+    """Variants at their medians (bars: the range of their runs), single runs in grey, the front as a line
+    (up and to the left is better for a metric to maximise, down and to the left for one to minimise)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     path = Path(path)
-    pct = "acc" in metric
+    m = as_metric(metric)
+    metric, pct = m.name, m.is_accuracy
     scale = 100.0 if pct else 1.0
-    shown = [v for v in variants if v.compared and v.accuracy is not None and v.energy_J is not None]
+    shown = [v for v in variants if v.compared and v.value is not None and v.energy_J is not None]
     fig, ax = plt.subplots(figsize=(7.5, 4.6), dpi=100)
     for k, source in enumerate(sorted({v.energy_source for v in shown})):
         _draw_source(ax, k, source, [v for v in shown if v.energy_source == source], scale)
@@ -130,7 +134,8 @@ def plot(
     _notes(ax, runs, variants)
     ax.margins(x=0.15, y=0.12)
     ax.set_xlabel(f"{energy_key} (J), median over seeds; bars: range of the runs")
-    ax.set_ylabel(f"{metric} (%), median" if pct else f"{metric}, median")
+    better = "" if m.maximize else " (lower is better)"
+    ax.set_ylabel((f"{metric} (%), median" if pct else f"{metric}, median") + better)
     ax.set_title(title or f"{metric} vs {energy_key}", fontsize=10)
     ax.grid(True, alpha=0.3)
     if shown:

@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from wattwise.compare.metric import AUTO, CompareError, Metric, choose_metric
+
 SUMMARY_FILE = "summary.json"
 FAILED_STATUSES = ("failed", "interrupted", "no summary")
 # Overrides that are not part of what a run *is*: the seed (its own column, the unit of pairing) and
@@ -26,7 +28,7 @@ class Run:
     status: str
     optim: list[str] = field(default_factory=list)
     overrides: list[str] = field(default_factory=list)
-    accuracy: float | None = None
+    value: float | None = None  # the compared metric (compare.metric: test/acc, test/loss, ...)
     energy_J: float | None = None
     energy_source: str = "off"
     J_per_sample: float | None = None
@@ -39,6 +41,11 @@ class Run:
     metrics: dict[str, Any] = field(default_factory=dict)
     pareto: bool = False
     variant: str = ""  # set by wattwise.compare.variants.group_runs
+
+    @property
+    def accuracy(self) -> float | None:
+        """The compared metric's value, by its old name (it was always test/acc)."""
+        return self.value
 
     @property
     def completed(self) -> bool:
@@ -56,10 +63,6 @@ class Run:
     @property
     def shown_status(self) -> str:
         return f"skipped ({self.skipped})" if self.completed and self.skipped else self.status
-
-
-class CompareError(Exception):
-    """Nothing to compare (no folder, no summaries); reported in one line."""
 
 
 def _number(value: Any) -> float | None:
@@ -124,19 +127,25 @@ def _seed_from_overrides(overrides: Sequence[str]) -> int | None:
     return None
 
 
-def _run_from_summary(path: Path, folder: Path, metric: str, energy_key: str) -> Run:
-    name = _rel(path.parent, folder)
+def _read_summary(path: Path) -> dict[str, Any] | str:
+    """The summary's fields, or why it could not be read."""
     try:
-        s = json.loads(path.read_text())
+        summary = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as err:
-        return Run(name=name, status="failed", error=f"unreadable summary: {err}")
+        return f"unreadable summary: {err}"
+    return summary if isinstance(summary, dict) else "unreadable summary: not a JSON object"
+
+
+def _run_from_summary(name: str, s: dict[str, Any] | str, metric: str, energy_key: str) -> Run:
+    if isinstance(s, str):
+        return Run(name=name, status="failed", error=s)
     launcher = s.get("launcher") or {}
     return Run(
         name=name,
         status=str(s.get("status", "?")),
         optim=[str(o) for o in s.get("optim") or []],
         overrides=[str(o) for o in s.get("overrides") or []],
-        accuracy=_number(s.get(metric)),
+        value=_number(s.get(metric)),
         energy_J=_number(s.get(energy_key)),
         energy_source=str(s.get("energy/source") or s.get("energy_source") or "off"),
         J_per_sample=_number(s.get("energy/J_per_sample")),
@@ -152,14 +161,8 @@ def _run_from_summary(path: Path, folder: Path, metric: str, energy_key: str) ->
     )
 
 
-def load_runs(folder: str | Path, metric: str = "test/acc", energy_key: str = "energy/total_J") -> list[Run]:
-    """Every run under `folder`: one per summary.json, plus job dirs that never wrote one."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise CompareError(
-            f"{folder} is not a directory (pass a sweep dir, e.g. outputs/multirun/<date>/<time>)"
-        )
-    runs = [_run_from_summary(p, folder, metric, energy_key) for p in sorted(folder.rglob(SUMMARY_FILE))]
+def _runs_without_summary(folder: Path) -> list[Run]:
+    runs = []
     for hydra_dir in sorted(folder.rglob(".hydra")):
         job = hydra_dir.parent
         if _job_dir_without_summary(job):
@@ -174,14 +177,38 @@ def load_runs(folder: str | Path, metric: str = "test/acc", energy_key: str = "e
                     error=f"no {SUMMARY_FILE}: the job stopped before training (see {job}/train.log)",
                 )
             )
-    if not runs:
+    return runs
+
+
+def load(
+    folder: str | Path, metric: str = AUTO, energy_key: str = "energy/total_J", mode: str = AUTO
+) -> tuple[list[Run], Metric]:
+    """Every run under `folder` (one per summary.json, plus job dirs that never wrote one) and the
+    metric they are ranked by (`auto`: the runs' monitor, see compare.metric)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise CompareError(
+            f"{folder} is not a directory (pass a sweep dir, e.g. outputs/multirun/<date>/<time>)"
+        )
+    read = [(_rel(p.parent, folder), _read_summary(p)) for p in sorted(folder.rglob(SUMMARY_FILE))]
+    runs = _runs_without_summary(folder)
+    if not read and not runs:
         raise CompareError(
             f"no {SUMMARY_FILE} under {folder}: a sweep dir holds one per job "
             "(e.g. outputs/multirun/<date>/<time>/0/summary.json); did the sweep run?"
         )
+    chosen = choose_metric([(n, s) for n, s in read if isinstance(s, dict)], metric, mode)
+    runs = [_run_from_summary(n, s, chosen.name, energy_key) for n, s in read] + runs
     runs.sort(key=lambda r: natural_key(r.name))
-    mark_pareto(runs)
-    return runs
+    mark_pareto(runs, chosen.maximize)
+    return runs, chosen
+
+
+def load_runs(
+    folder: str | Path, metric: str = AUTO, energy_key: str = "energy/total_J", mode: str = AUTO
+) -> list[Run]:
+    """Every run under `folder`, ranked by `metric` (see `load`)."""
+    return load(folder, metric, energy_key, mode)[0]
 
 
 def natural_key(name: str) -> list[Any]:
@@ -194,21 +221,24 @@ def _rel(path: Path, folder: Path) -> str:
     return rel if rel != "." else path.name
 
 
-def pareto_mask(points: Sequence[tuple[float, float]]) -> list[bool]:
-    """For (accuracy, energy) points: True where no other point is at least as accurate for no more
-    energy and strictly better on one of the two. Equal points are all on the front."""
+def pareto_mask(points: Sequence[tuple[float, float]], maximize: bool = True) -> list[bool]:
+    """For (metric, energy) points: True where no other point is at least as good for no more energy
+    and strictly better on one of the two; good is higher (`maximize`) or lower. Equal points are all on
+    the front."""
+    sign = 1.0 if maximize else -1.0
+    scored = [(sign * m, e) for m, e in points]
     mask = []
-    for i, (acc_i, e_i) in enumerate(points):
+    for i, (m_i, e_i) in enumerate(scored):
         dominated = any(
-            acc_j >= acc_i and e_j <= e_i and (acc_j > acc_i or e_j < e_i)
-            for j, (acc_j, e_j) in enumerate(points)
+            m_j >= m_i and e_j <= e_i and (m_j > m_i or e_j < e_i)
+            for j, (m_j, e_j) in enumerate(scored)
             if j != i
         )
         mask.append(not dominated)
     return mask
 
 
-def mark_pareto(runs: Sequence[Run]) -> None:
+def mark_pareto(runs: Sequence[Run], maximize: bool = True) -> None:
     """Set `run.pareto` for compared runs with both figures, within each energy source."""
     for run in runs:
         run.pareto = False
@@ -216,9 +246,9 @@ def mark_pareto(runs: Sequence[Run]) -> None:
         group = [
             r
             for r in runs
-            if r.energy_source == source and r.compared and r.accuracy is not None and r.energy_J is not None
+            if r.energy_source == source and r.compared and r.value is not None and r.energy_J is not None
         ]
-        for run, on_front in zip(group, pareto_mask([(r.accuracy, r.energy_J) for r in group])):
+        for run, on_front in zip(group, pareto_mask([(r.value, r.energy_J) for r in group], maximize)):
             run.pareto = on_front
 
 

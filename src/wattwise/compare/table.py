@@ -12,27 +12,29 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from wattwise.compare.metric import Metric, as_metric, value_columns, value_text
 from wattwise.compare.runs import FAILED_STATUSES, Run, short, source_label, varying_overrides
 from wattwise.compare.variants import Variant
 
-VARIANT_COLUMNS = (
-    "front",
-    "variant",
-    "runs_text",
-    "seeds",
-    "accuracy",
-    "energy",
-    "range",
-    "ratio",
-    "verdict",
-    "source",
-)
+
+def variant_columns(metric: str | Metric = "test/acc") -> tuple[str, ...]:
+    """The terminal table's columns, as keys of `variant_rows`."""
+    text_key = value_columns(metric)[0]
+    return (
+        "front",
+        "variant",
+        "runs_text",
+        "seeds",
+        text_key,
+        "energy",
+        "range",
+        "ratio",
+        "verdict",
+        "source",
+    )
 
 
-def _acc_text(value: float | None, metric: str) -> str:
-    if value is None:
-        return "-"
-    return f"{100 * value:.2f} %" if "acc" in metric else f"{value:.4g}"
+VARIANT_COLUMNS = variant_columns()  # those of an accuracy (the bundled classifier's test/acc)
 
 
 def _ratio_text(v: Variant) -> str:
@@ -48,8 +50,10 @@ def _runs_text(v: Variant) -> str:
     return f"{len(v.compared)}" + (f" +{failed} failed" if failed else "")
 
 
-def variant_rows(variants: Sequence[Variant], metric: str = "test/acc") -> list[dict[str, Any]]:
-    """Per variant: its figures as numbers and as the table shows them."""
+def variant_rows(variants: Sequence[Variant], metric: str | Metric = "test/acc") -> list[dict[str, Any]]:
+    """Per variant: its figures as numbers and as the table shows them; the metric's two keys are
+    `value_columns(metric)` (`accuracy` / `median_accuracy` for an accuracy)."""
+    text_key, number_key = value_columns(metric)
     rows = []
     for v in variants:
         seeds = sorted({s for s in v.seeds if s is not None})
@@ -60,13 +64,13 @@ def variant_rows(variants: Sequence[Variant], metric: str = "test/acc") -> list[
                 "runs": len(v.compared),
                 "runs_text": _runs_text(v),
                 "seeds": ",".join(map(str, seeds)) or "-",
-                "accuracy": _acc_text(v.accuracy, metric),
+                text_key: value_text(v.value, metric),
                 "energy": "-" if v.energy_J is None else f"{v.energy_J:.4g} J",
                 "range": "-" if v.energy_range is None else "{:.4g}-{:.4g}".format(*v.energy_range),
                 "ratio": _ratio_text(v),
                 "verdict": v.verdict,
                 "source": source_label(v.energy_source) if v.energy_J is not None else "-",
-                "median_accuracy": v.accuracy,
+                number_key: v.value,
                 "median_energy_J": v.energy_J,
                 "ratio_value": v.ratio.value if v.ratio else (1.0 if v.verdict == "baseline" else None),
                 "ratio_low": v.ratio.low if v.ratio else None,
@@ -117,10 +121,12 @@ def _count_line(runs: Sequence[Run], variants: Sequence[Variant]) -> str:
 def format_table(
     runs: Sequence[Run],
     variants: Sequence[Variant],
-    metric: str = "test/acc",
+    metric: str | Metric = "test/acc",
     energy_key: str = "energy/total_J",
 ) -> str:
     """The variant table: medians, the paired energy ratio with its 95% interval, the verdict."""
+    m = as_metric(metric)
+    metric = m.name
     header = [
         "front",
         "variant",
@@ -133,11 +139,12 @@ def format_table(
         "verdict",
         "source",
     ]
-    rows = [[row[c] for c in VARIANT_COLUMNS] for row in variant_rows(_sorted_variants(variants), metric)]
+    columns = variant_columns(m)
+    rows = [[row[c] for c in columns] for row in variant_rows(_sorted_variants(variants), m)]
     lines = [_count_line(runs, variants), *_grid(header, rows, right={2, 4, 5, 6, 7})]
     lines += [
-        f"* Pareto front through the variants' medians: no other variant has a higher median {metric} for "
-        f"no more median {energy_key} (within one energy source).",
+        f"* Pareto front through the variants' medians: no other variant has a {m.better} median {metric} "
+        f"for no more median {energy_key} (within one energy source).",
         "x baseline: energy / the baseline's of the same seed, geometric mean over seeds with its 95% "
         "interval; tie = the interval holds 1.0 (no difference this sweep can tell from noise).",
     ]
@@ -170,24 +177,28 @@ def warnings(runs: Sequence[Run]) -> list[str]:
     return notes
 
 
-def sorted_runs(runs: Sequence[Run]) -> list[Run]:
-    """Compared runs by energy (lowest first), then skipped, then the rest."""
+def sorted_runs(runs: Sequence[Run], maximize: bool = True) -> list[Run]:
+    """Compared runs by energy (lowest first; at equal energy the better metric first), then skipped,
+    then the rest."""
+    sign = -1.0 if maximize else 1.0
     return sorted(
         runs,
         key=lambda r: (
             not r.completed,
             not r.compared,
             r.energy_J if r.energy_J is not None else math.inf,
-            -(r.accuracy or 0.0),
+            sign * (r.value or 0.0),
             r.name,
         ),
     )
 
 
 def format_runs_table(
-    runs: Sequence[Run], metric: str = "test/acc", energy_key: str = "energy/total_J"
+    runs: Sequence[Run], metric: str | Metric = "test/acc", energy_key: str = "energy/total_J"
 ) -> str:
     """One row per run (`--runs`); `*` marks the runs on the per-run front."""
+    m = as_metric(metric)
+    metric = m.name
     varying = varying_overrides(runs)
     header = [
         "front",
@@ -203,7 +214,7 @@ def format_runs_table(
         "run",
     ]
     rows = []
-    for r in sorted_runs(runs):
+    for r in sorted_runs(runs, m.maximize):
         energy = "-" if r.energy_J is None else f"{r.energy_J:.4g} J"
         if r.parallel_jobs > 1 and r.energy_J is not None:
             energy += " shared"
@@ -214,7 +225,7 @@ def format_runs_table(
                 r.optim_label,
                 "-" if r.seed is None else r.seed,
                 short(" ".join(varying[r.name])) or "-",
-                _acc_text(r.accuracy, metric),
+                value_text(r.value, m),
                 energy,
                 source_label(r.energy_source) if r.energy_J is not None else "-",
                 "-" if r.J_per_sample is None else f"{1e3 * r.J_per_sample:.3g}",
@@ -228,17 +239,22 @@ def format_runs_table(
     ]
     lines += _grid(header, rows, right={3, 5, 6, 8, 9})
     lines.append(
-        f"* Pareto front of single runs: no other compared run has a higher {metric} for no more "
+        f"* Pareto front of single runs: no other compared run has a {m.better} {metric} for no more "
         f"{energy_key} (within one energy source)."
     )
     return "\n".join(lines + _failures(runs) + warnings(runs))
 
 
 def write_csv(
-    runs: Sequence[Run], path: str | Path, metric: str = "test/acc", energy_key: str = "energy/total_J"
+    runs: Sequence[Run],
+    path: str | Path,
+    metric: str | Metric = "test/acc",
+    energy_key: str = "energy/total_J",
 ) -> Path:
     """One row per run: the table's columns, then every metric found in any summary."""
     path = Path(path)
+    m = as_metric(metric)
+    metric = m.name
     extra = sorted({k for r in runs for k in r.metrics} - {metric, energy_key})
     fields = [
         "run",
@@ -260,7 +276,7 @@ def write_csv(
     with path.open("w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=fields)
         writer.writeheader()
-        for r in sorted_runs(runs):
+        for r in sorted_runs(runs, m.maximize):
             writer.writerow(
                 {
                     **{k: r.metrics.get(k) for k in extra},
@@ -273,7 +289,7 @@ def write_csv(
                     "pareto": int(r.pareto),
                     "optim": r.optim_label,
                     "overrides": " ".join(r.overrides),
-                    metric: r.accuracy,
+                    metric: r.value,
                     energy_key: r.energy_J,
                     "energy_source": r.energy_source,
                     "parallel_jobs": r.parallel_jobs,
@@ -283,14 +299,16 @@ def write_csv(
     return path
 
 
-def write_variants_csv(variants: Sequence[Variant], path: str | Path, metric: str = "test/acc") -> Path:
+def write_variants_csv(
+    variants: Sequence[Variant], path: str | Path, metric: str | Metric = "test/acc"
+) -> Path:
     """One row per variant: the table's figures as numbers (medians, ratio, interval, pairs, verdict)."""
     path = Path(path)
     fields = [
         "variant",
         "runs",
         "seeds",
-        "median_accuracy",
+        value_columns(metric)[1],
         "median_energy_J",
         "ratio_value",
         "ratio_low",

@@ -40,13 +40,18 @@ class Variant:
     optim_label: str
     rest: tuple[str, ...]  # its overrides beyond optim (those that differ between the folder's runs)
     runs: list[Run] = field(default_factory=list)
-    accuracy: float | None = None  # medians over the compared runs
+    value: float | None = None  # medians over the compared runs: the compared metric (compare.metric)
     energy_J: float | None = None
     energy_range: tuple[float, float] | None = None
     energy_source: str = "off"
     ratio: Estimate | None = None  # energy / baseline's, paired by seed
     verdict: str = ""
     pareto: bool = False
+
+    @property
+    def accuracy(self) -> float | None:
+        """The compared metric's median, by its old name (it was always test/acc)."""
+        return self.value
 
     @property
     def compared(self) -> list[Run]:
@@ -94,8 +99,9 @@ def paired_figures(runs: Sequence[Run], attr: str = "energy_J") -> dict[tuple[in
     return out
 
 
-def group_runs(runs: Sequence[Run]) -> list[Variant]:
+def group_runs(runs: Sequence[Run], maximize: bool = True) -> list[Variant]:
     """Variants in order of their first run (job order), one per energy source; sets `run.variant`.
+    `maximize`: whether the compared metric is better higher (test/acc) or lower (test/loss).
 
     Runs of one variant measured by different sources (an estimate, a counter) are separate rows:
     their joules never enter one median. A run without an energy figure joins its variant's first row."""
@@ -120,13 +126,13 @@ def group_runs(runs: Sequence[Run]) -> list[Variant]:
         _verdict(v, baselines[v.label])
         if v.verdict == "baseline" and not any(b is v for k, b in baselines.items() if k != v.label):
             v.verdict = "single run" if len(v.compared) == 1 else "-"  # nothing is compared with it
-    mark_variant_pareto(out)
+    mark_variant_pareto(out, maximize)
     return out
 
 
 def _figures(v: Variant) -> None:
     ok = v.compared
-    v.accuracy = _median([r.accuracy for r in ok])
+    v.value = _median([r.value for r in ok])
     v.energy_J = _median([r.energy_J for r in ok])
     energies = [r.energy_J for r in ok if r.energy_J is not None]
     v.energy_range = (min(energies), max(energies)) if energies else None
@@ -155,7 +161,7 @@ def _verdict(v: Variant, baseline: Variant | None) -> None:
             v.verdict = "lower" if v.ratio.high < 1.0 else "higher"
 
 
-def mark_variant_pareto(variants: Sequence[Variant]) -> None:
+def mark_variant_pareto(variants: Sequence[Variant], maximize: bool = True) -> None:
     """The front through the variants' medians, within each energy source; skipped and failed are off it."""
     for v in variants:
         v.pareto = False
@@ -163,7 +169,7 @@ def mark_variant_pareto(variants: Sequence[Variant]) -> None:
         group = [
             v
             for v in variants
-            if v.energy_source == source and v.compared and v.accuracy is not None and v.energy_J is not None
+            if v.energy_source == source and v.compared and v.value is not None and v.energy_J is not None
         ]
-        for v, on_front in zip(group, pareto_mask([(v.accuracy, v.energy_J) for v in group])):
+        for v, on_front in zip(group, pareto_mask([(v.value, v.energy_J) for v in group], maximize)):
             v.pareto = on_front

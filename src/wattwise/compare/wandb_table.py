@@ -13,38 +13,32 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from wattwise.compare.metric import Metric, as_metric, value_columns
 from wattwise.compare.table import variant_rows
 from wattwise.compare.variants import Variant
 
 TABLE_KEY = "compare/variants"
-TABLE_COLUMNS = (
-    "variant",
-    "runs",
-    "seeds",
-    "median_accuracy",
-    "median_energy_J",
-    "ratio_value",
-    "ratio_low",
-    "ratio_high",
-    "pairs",
-    "verdict",
-    "pareto",
-    "energy_source",
-    "accuracy",
-    "energy",
-    "ratio",
-)
-SUMMARY_FIGURES = (
-    "runs",
-    "median_accuracy",
-    "median_energy_J",
-    "ratio_value",
-    "ratio_low",
-    "ratio_high",
-    "pairs",
-    "verdict",
-    "pareto",
-)
+
+
+def table_columns(metric: str | Metric = "test/acc") -> tuple[str, ...]:
+    """The W&B table's columns: the metric's two named by `value_columns` (accuracy: `median_accuracy`,
+    `accuracy`; test/loss: `median_test_loss`, `test/loss`)."""
+    text_key, number_key = value_columns(metric)
+    return (
+        "variant", "runs", "seeds", number_key, "median_energy_J", "ratio_value", "ratio_low", "ratio_high",
+        "pairs", "verdict", "pareto", "energy_source", text_key, "energy", "ratio",
+    )  # fmt: skip
+
+
+def summary_figures(metric: str | Metric = "test/acc") -> tuple[str, ...]:
+    """Each variant's figures in the run's summary, under `compare/<variant>/`."""
+    number_key = value_columns(metric)[1]
+    return ("runs", number_key, "median_energy_J", "ratio_value", "ratio_low", "ratio_high", "pairs",
+            "verdict", "pareto")  # fmt: skip
+
+
+TABLE_COLUMNS = table_columns()  # an accuracy's (the bundled classifier's test/acc)
+SUMMARY_FIGURES = summary_figures()
 
 
 def sweep_group(sweep_dir: str | Path) -> str:
@@ -59,15 +53,17 @@ def log_variant_table(
     group: str | None = None,
     mode: str | None = None,
     save_dir: str | Path | None = None,
-    metric: str = "test/acc",
+    metric: str | Metric = "test/acc",
     **init_kwargs: Any,
 ) -> str:
-    """Log the table in a run named `compare`; returns the run's dir (offline) or URL."""
+    """Log the table in a run named `compare`; returns the run's dir (offline) or URL. `metric`: the one
+    compare ranked by (`compare(...)["metric"]`), so the columns are named and formatted as its table's."""
     import wandb
 
     from wattwise.utils.wandb_logger import choose_mode
 
-    rows = variant_rows(variants, metric)
+    m = as_metric(metric)
+    rows, columns, figures = variant_rows(variants, m), table_columns(m), summary_figures(m)
     run = wandb.init(
         project=project,
         group=group or (sweep_group(folder) if folder is not None else None),
@@ -75,20 +71,18 @@ def log_variant_table(
         job_type="compare",
         dir=str(save_dir or folder or "."),
         mode=choose_mode(mode),
-        config={"compare/metric": metric},
+        config={"compare/metric": m.name, "compare/mode": m.mode},
         **init_kwargs,
     )
     try:
-        table = wandb.Table(
-            columns=list(TABLE_COLUMNS), data=[[row[c] for c in TABLE_COLUMNS] for row in rows]
-        )
+        table = wandb.Table(columns=list(columns), data=[[row[c] for c in columns] for row in rows])
         run.log({TABLE_KEY: table})
         labels = [row["variant"] for row in rows]
         for row in rows:  # a variant measured by two sources has two rows: the source tells them apart
             name = row["variant"]
             if labels.count(name) > 1:
                 name = f"{name} ({row['energy_source']})"
-            run.summary.update({f"compare/{name}/{k}": row[k] for k in SUMMARY_FIGURES if row[k] is not None})
+            run.summary.update({f"compare/{name}/{k}": row[k] for k in figures if row[k] is not None})
         where = run.url or run.dir
     finally:
         run.finish()
