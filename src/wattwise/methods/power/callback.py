@@ -27,6 +27,7 @@ import lightning as L
 
 from wattwise.methods.base import StructureChange
 from wattwise.methods.power import choose, plan, report
+from wattwise.methods.power import profile_cache as cache
 from wattwise.methods.power import status as st
 from wattwise.methods.power.guard import LimitGuard
 from wattwise.methods.power.joint import JointSearch
@@ -40,7 +41,6 @@ from wattwise.methods.power.profiler import (
 )
 from wattwise.methods.power.settings import KEY, PowerSettings
 from wattwise.methods.shared import collective
-from wattwise.methods.shared import profile_cache as cache
 from wattwise.methods.shared.profile_cache import net_signature
 from wattwise.methods.shared.zeus_adapter import (
     GpuError,

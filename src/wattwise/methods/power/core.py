@@ -16,11 +16,11 @@ import lightning as L
 
 from wattwise.methods.base import EnergyMethod
 from wattwise.methods.power import choose, report
+from wattwise.methods.power import profile_cache as cache
 from wattwise.methods.power import status as st
 from wattwise.methods.power.fit import FitState
 from wattwise.methods.power.guard import LimitGuard
 from wattwise.methods.power.settings import PowerSettings
-from wattwise.methods.shared import profile_cache as cache
 from wattwise.methods.shared.zeus_adapter import GpuError, open_gpu
 
 log = logging.getLogger("wattwise.methods.power.callback")  # one logger for the whole method

@@ -1,4 +1,11 @@
-"""The profile cache: one JSON file per GPU model, net, input shape, batch size, precision, world size."""
+"""The one keyed profile cache: a JSON file per measured set-up, read back instead of measuring again.
+
+The power tuner and the batch-size finder both measure at fit start and cache what they measured,
+keyed by everything the figures depend on (the card, the net's structure, the input shape, ...).
+This module is that cache, once: the file name (readable parts plus a digest of the whole key),
+the format stamp, the key check, the atomic write, and "unreadable: one warning, measure again".
+Each method keeps only its key and the checks of its own records.
+"""
 
 from __future__ import annotations
 
@@ -6,17 +13,13 @@ import hashlib
 import json
 import logging
 import re
+from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from wattwise.energy.monitor import batch_size_of
 from wattwise.utils.atomic_write import atomic_write
 from wattwise.utils.errors import OutputError
-
-log = logging.getLogger("wattwise.methods.power.callback")  # one logger for the whole method
-
-PROFILE_FORMAT = 2  # 2: one record per measuring window (block), with its batch count
 
 
 def net_signature(module: Any) -> str:
@@ -32,75 +35,67 @@ def net_signature(module: Any) -> str:
     return h.hexdigest()[:12]
 
 
-def profile_key(
-    *,
-    gpu: str,
-    net: str,
-    batch: Any,
-    precision: str,
-    world_size: int,
-    pl_step_W: int,
-    limits_mW: tuple[int, int],
-) -> dict[str, Any]:
-    """Everything a profile depends on; a run with another key profiles again."""
-    first = batch
-    while isinstance(first, list | tuple | dict) and first:
-        first = next(iter(first.values())) if isinstance(first, dict) else first[0]
-    input_shape = list(first.shape[1:]) if hasattr(first, "shape") else None
-    return {
-        "gpu": gpu,
-        "net": net,
-        "input_shape": input_shape,
-        "batch_size": batch_size_of(batch),
-        "precision": precision,
-        "world_size": world_size,
-        "pl_step_W": pl_step_W,
-        "limits_mW": list(limits_mW),
-    }
+def slug(text: str, default: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-") or default
 
 
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-") or "gpu"
-
-
-def profile_path(profile_dir: Path | None, key: dict[str, Any]) -> Path | None:
-    """The cache file for `key` (readable names, a digest of the whole key); None without a cache."""
+def keyed_path(profile_dir: Path | None, key: dict[str, Any], *name_parts: str) -> Path | None:
+    """`<parts>-<digest of the whole key>.json` in `profile_dir`; None without a cache."""
     if profile_dir is None:
         return None
     digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:10]
-    gpu, precision = _slug(key["gpu"]), _slug(key["precision"])
-    return profile_dir / f"{gpu}-net{key['net']}-bs{key['batch_size']}-{precision}-{digest}.json"
+    return Path(profile_dir) / f"{'-'.join([*name_parts, digest])}.json"
 
 
-def load_cached(path: Path | None) -> list[dict[str, float]] | None:
-    """The cached measuring windows, or None (missing, unreadable, an older format: profile again)."""
+def read_records(
+    path: Path | None,
+    stamp: tuple[str, int],
+    what: str,
+    log: logging.Logger,
+    key: dict[str, Any] | None = None,
+    check: Callable[[list[dict[str, Any]]], None] | None = None,
+) -> list[dict[str, Any]] | None:
+    """The cached records, or None: missing, or (one warning) unreadable, of another format or key,
+    or refused by `check` (which raises ValueError/KeyError/TypeError). JSON only: nothing runs."""
     if path is None or not path.is_file():
         return None
+    field, version = stamp
     try:
         data = json.loads(path.read_text())
-        if data.get("wattwise_profile_format") != PROFILE_FORMAT:
-            raise ValueError(f"format {data.get('wattwise_profile_format')}, not {PROFILE_FORMAT}")
-        measurements = data["measurements"]
-        fields = ("power_limit", "energy", "time", "steps")
-        if not measurements or not all(m[f] > 0 for m in measurements for f in fields):
-            raise ValueError("empty or non-positive measurements")
-    except (OSError, ValueError, KeyError, TypeError) as err:
-        log.warning("Ignoring the unreadable power profile %s (%s); profiling again.", path, err)
+        if data.get(field) != version:
+            raise ValueError(f"format {data.get(field)}, not {version}")
+        if key is not None and data.get("key") != key:
+            raise ValueError("its key differs from this run's")
+        records = data["measurements"]
+        if not isinstance(records, list):
+            raise TypeError("measurements is not a list")
+        if check is not None:
+            check(records)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+        log.warning("Ignoring the unreadable %s %s (%s); measuring again.", what, path, err)
         return None
-    return measurements
+    return records
 
 
-def save_profile(path: Path | None, key: dict[str, Any] | None, measurements: list[dict[str, float]]) -> None:
-    """Write the profile atomically (a temporary file, then a rename); a failure only warns."""
+def write_records(
+    path: Path | None,
+    stamp: tuple[str, int],
+    what: str,
+    log: logging.Logger,
+    key: dict[str, Any] | None,
+    records: Sequence[dict[str, Any]],
+) -> None:
+    """Write the profile atomically (no half-written file is ever left); a failure only warns."""
     if path is None:
         return
+    field, version = stamp
     data = {
-        "wattwise_profile_format": PROFILE_FORMAT,
+        field: version,
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "key": key,
-        "measurements": measurements,
+        "measurements": list(records),
     }
-    try:  # no half-written file is ever left in profile_dir
-        atomic_write(path, (json.dumps(data, indent=2) + "\n").encode(), "the power profile")
+    try:
+        atomic_write(path, (json.dumps(data, indent=2) + "\n").encode(), what)
     except OutputError as err:
-        log.warning("Could not cache the power profile: %s", err)
+        log.warning("Could not cache the %s: %s", what, err)
