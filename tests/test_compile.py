@@ -244,3 +244,12 @@ def test_a_failed_compile_steps_aside_in_one_line(tmp_path, monkeypatch):
     with pytest.raises(NotApplicableError) as err:
         method.on_train_batch_end(_trainer(10), None, None, None, 0)
     assert "\n" not in str(err.value) and "callbacks.compile.if_not_applicable=skip" in str(err.value)
+
+
+def test_epochs_shorter_than_the_trial_stay_eager_without_measuring():
+    method = Compile(min_steps=0)
+    trainer = _trainer(5000)
+    trainer.num_training_batches = 10  # the trial needs 2 + 2 x 8 + 1 = 19 batches of one epoch
+    method.on_train_start(trainer, SimpleNamespace(net=_mlp()))
+    assert method.status == "eager" and method._trial is None
+    assert method.reason.startswith("epochs of 10 batches are shorter than the trial (19 batches")

@@ -120,9 +120,17 @@ class Compile(EnergyMethod):
                 "too few to repay a compile; nothing measured or compiled"
             )
             return
+        trial = Trial(self.settings.measure_steps, warm_steps(str(self.mode)))
+        per_epoch = trainer.num_training_batches
+        if math.isfinite(per_epoch) and per_epoch < trial.batches():
+            self._keep_eager(
+                f"epochs of {per_epoch} batches are shorter than the trial ({trial.batches()} batches "
+                "in one epoch); nothing measured or compiled"
+            )
+            return
         self.status = STATUS_ACTIVE
         self.reason = "not decided: the trial did not finish (the fit ended first)"
-        self._trial = Trial(self.settings.measure_steps, warm_steps(str(self.mode)))
+        self._trial = trial
 
     def _keep_eager(self, reason: str, trainer: L.Trainer | None = None) -> None:
         self._drop_compiled()
@@ -278,6 +286,8 @@ class Compile(EnergyMethod):
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._abandon_trial()
+        if self.status == STATUS_ACTIVE:  # the trial never finished: the fit trained eager
+            self.status = STATUS_EAGER
         self._eager_for_now()  # the net leaves the fit as it came: test and exports run eager
 
     def on_exception(

@@ -71,7 +71,7 @@ class CompiledForward:
             return self._eager(*args, **kwargs)
         try:
             out = self.compiled(net, *args, **kwargs)
-            if self.calls == 0:
+            if self.calls == 0 and self.mode != "reduce-overhead":  # CUDA graphs: one backward per run
                 _compile_backward(net, out)  # its errors surface here, not in Lightning's backward
             self.calls += 1
             return out
