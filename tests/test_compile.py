@@ -253,3 +253,20 @@ def test_epochs_shorter_than_the_trial_stay_eager_without_measuring():
     method.on_train_start(trainer, SimpleNamespace(net=_mlp()))
     assert method.status == "eager" and method._trial is None
     assert method.reason.startswith("epochs of 10 batches are shorter than the trial (19 batches")
+
+
+def test_after_a_prune_the_decision_is_made_again_for_the_new_net(tmp_path, identity_compile, monkeypatch):
+    real, decided = rules.decide, []
+
+    def keep(costs, left):
+        decided.append(left)
+        return Decision(True, 1.0, left, real(costs, left).saving_per_step)
+
+    monkeypatch.setattr(rules, "decide", keep)
+    prune = ["callbacks.prune.start_epoch=1", "callbacks.prune.end_epoch=1"]
+    overrides = [*RUN, *TRIAL, "+optim=[compile,prune]", *prune, "trainer.max_epochs=2"]
+    summary, _ = train_in_process(tmp_path, [o for o in overrides if o != "+optim=compile"])
+    assert summary["status"] == "completed", summary.get("error")
+    assert summary["prune/status"] == "active" and summary["prune/macs"] < summary["prune/base_macs"]
+    assert decided == [10, 4]  # epoch 0: 12 - 2 batches; after the prune at epoch 1: 12 - 8
+    assert summary["compile/status"] == "compiled" and summary["compile/steps_left"] == 4

@@ -148,10 +148,10 @@ class Compile(EnergyMethod):
         if self._plan_pending:
             self._plan_pending = False
             self._plan(trainer)
+        if self._forward is not None and self._net is not None and installed(self._net) is None:
+            self._install()  # validation and epoch ends run eager; back to compiled for training
         if self._trial is not None and self._trial_may_run(trainer, batch_idx):
             self._trial_step(trainer)
-        elif self._forward is not None and self._net is not None and installed(self._net) is None:
-            self._install()  # validation and epoch ends run eager; back to compiled for training
 
     def _trial_may_run(self, trainer: L.Trainer, batch_idx: int) -> bool:
         """Started, or may start now: past `start_step`, with the whole trial inside this epoch."""
