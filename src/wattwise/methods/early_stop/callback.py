@@ -91,7 +91,7 @@ class EarlyStop(EnergyMethod):
         max_J_per_point: float | None = None,
         point: float = 0.01,
         confidence: float = 0.9,
-        min_epochs: int = 5,
+        min_epochs: int = 8,
         if_not_applicable: str = "fail",
     ) -> None:
         super().__init__(if_not_applicable)

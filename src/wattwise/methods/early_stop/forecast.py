@@ -34,6 +34,7 @@ from wattwise.methods.early_stop.rules import EpochRecord
 BOOTSTRAP = 40  # refits for the interval
 C_GRID = np.geomspace(0.05, 12.0, 48)  # exponents (pow) and rates (exp) tried
 FAMILIES = ("pow", "exp")
+AIC_GAP = 4.0  # a family within this of the best fit (in AIC) joins the interval
 
 
 @dataclass(frozen=True)
@@ -157,10 +158,13 @@ def forecast_curve(
     runs = {fam: _bootstrap(fam, t, y, n, h, cap, rng) for fam in FAMILIES}
     family = min(runs, key=lambda fam: runs[fam][0])  # the better fit gives the point forecast
     _, final, now, _, _ = runs[family]
+    # The ensemble's bounds: those of every family whose fit is about as good (Akaike weight >= ~0.1:
+    # n ln(SSE / best SSE) <= AIC_GAP): a family nearly as good may be the right shape, so its
+    # forecast widens the interval instead of being dropped.
+    best_sse = max(runs[family][0], 1e-12)
+    near = [r for r in runs.values() if len(y) * np.log(max(r[0], 1e-12) / best_sse) <= AIC_GAP]
     tail = (1.0 - confidence) / 2
-    # The ensemble's interval: the union of the families' (a family that fits a little worse may
-    # still be the right shape: its forecast widens the interval rather than being dropped).
-    lows, highs = zip(*(sorted(sign * q for q in np.quantile(r[4], [tail, 1 - tail])) for r in runs.values()))
+    lows, highs = zip(*(sorted(sign * q for q in np.quantile(r[4], [tail, 1 - tail])) for r in near))
     return CurveForecast(
         after=n_all,
         horizon=int(h),
@@ -170,7 +174,7 @@ def forecast_curve(
         final_low=float(min(lows)),
         final_high=float(max(highs)),
         gain=final - now,
-        gain_high=float(max(np.quantile(r[3], confidence) for r in runs.values())),
+        gain_high=float(max(np.quantile(r[3], confidence) for r in near)),
         remaining_J=None if per_epoch_J is None else (h - n) * per_epoch_J,
     )
 

@@ -29,7 +29,7 @@ class EarlyStopSettings(MethodSettings):
     max_J_per_point: float | None = setting(None, number(low=0, strict=True), optional=True)
     point: float = setting(0.01, number(low=0, strict=True))
     confidence: float = setting(0.9, number(low=0.5, high=1, high_open=True))
-    min_epochs: int = setting(5, integer(low=3))
+    min_epochs: int = setting(8, integer(low=3))
 
     def check(self, key: str) -> None:
         if self.budget_J is not None and self.budget_kWh is not None:
