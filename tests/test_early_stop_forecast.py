@@ -70,9 +70,14 @@ def _replay(es: EarlyStop, metrics, epoch_J: float = 4.0, max_epochs: int = 60) 
 
 def test_a_saturated_curve_stops_and_a_steep_one_does_not():
     noise = np.random.default_rng(3).normal(0, 0.002, len(T))
-    flat = 0.90 - 0.5 * np.exp(-T / 2.0) + noise  # saturated after ~10 epochs
+    flat = 0.90 - 0.5 * T**-2.0 + noise  # epochs 10 to 60 still gain 0.49 points: stop soon after 10
     stopped, reasons = _replay(EarlyStop(tolerance=0.5, min_gain_fraction=None), flat[:30])
-    assert reasons == ["forecast"] and 5 <= stopped <= 20
+    assert reasons == ["forecast"] and 8 <= stopped <= 16
+    # An exponential saturates faster than a power law; the bound covers both families, so the rule
+    # waits until the power law's tail is small too (conservative by design).
+    fast = 0.90 - 0.5 * np.exp(-T / 2.0) + noise
+    stopped, reasons = _replay(EarlyStop(tolerance=0.5, min_gain_fraction=None), fast[:40])
+    assert reasons == ["forecast"] and stopped <= 30
     steep = 0.2 + 0.012 * T + noise  # still climbing 1.2 points an epoch
     assert _replay(EarlyStop(tolerance=0.5, min_gain_fraction=None), steep[:30]) == (None, [])
 
@@ -106,11 +111,11 @@ def test_price_uses_the_forecast_energy_and_the_gain_bound():
 
 
 def test_mode_min_on_a_loss_curve():
-    loss = 0.25 + 1.2 * np.exp(-T / 3.0) + np.random.default_rng(5).normal(0, 0.003, len(T))
+    loss = 0.25 + 1.2 * T**-1.5 + np.random.default_rng(5).normal(0, 0.003, len(T))
     stopped, reasons = _replay(
-        EarlyStop(monitor="val/loss", mode="min", tolerance=0.5, min_gain_fraction=None), loss[:40]
+        EarlyStop(monitor="val/loss", mode="min", tolerance=0.5, min_gain_fraction=None), loss[:50]
     )
-    assert reasons == ["forecast"] and stopped <= 25
+    assert reasons == ["forecast"] and 20 <= stopped <= 40  # 0.005 left to gain from about epoch 30
     falling = 2.0 - 0.03 * T  # a loss still falling 0.03 an epoch
     es = EarlyStop(monitor="val/loss", mode="min", tolerance=0.5, min_gain_fraction=None)
     assert _replay(es, falling[:30]) == (None, [])

@@ -245,7 +245,7 @@ class EarlyStop(EnergyMethod):
             decision = trainer.strategy.reduce_boolean_decision(decision, all=False)
         if self.forecast is not None:
             fc = self.forecast
-            figures = {"stop/predicted_final": fc.final, "stop/predicted_gain": self.sign * fc.gain}
+            figures = {"stop/predicted_final": fc.final, "stop/predicted_gain": fc.gain}
             pl_module.log_dict(figures, on_step=False, on_epoch=True, rank_zero_only=True)
         if decision:
             self._stop(trainer, fired or ["other_rank"], spent, epochs=epoch + 1)
@@ -332,7 +332,7 @@ class EarlyStop(EnergyMethod):
         out = {"stop/reason": info["reason"], "stop/epoch": info["epoch"], "stop/energy_J": info["energy_J"]}
         if self.forecast is not None:
             last = self.history[-1].metric if self.history and self.stopped is None else None
-            out |= forecast_figures(self.forecast, self.sign, last)
+            out |= forecast_figures(self.forecast, last)
         return out
 
     def state_dict(self) -> dict[str, Any]:
