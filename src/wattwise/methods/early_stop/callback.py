@@ -19,6 +19,7 @@ from wattwise.energy.monitor import J_PER_KWH, EnergyMonitor
 from wattwise.methods.base import STATUS_ACTIVE, EnergyMethod, StructureChange
 from wattwise.methods.early_stop.forecast import (
     CurveForecast,
+    describe,
     forecast_figures,
     forecast_fired,
     forecast_history,
@@ -60,11 +61,10 @@ class EarlyStop(EnergyMethod):
         target: stop as soon as the metric reaches this value (null: no target).
         patience: the ordinary rule: validations without improvement before stopping (null: off).
         min_delta: improvement smaller than this does not count, for `patience` (>= 0).
-        tolerance: the `forecast` rule: stop when the remaining epochs are forecast to gain less than
-            this many points, at the upper bound of the gain (null: off).
-        max_J_per_point: ... or when each point they may still buy costs more joules (null: off).
+        tolerance: `forecast` rule: stop when the remaining epochs' gain is below this many points (null: off)
+        max_J_per_point: ... or when a point they may still buy costs more joules (null: off).
         point: metric units in one point (0.01: an accuracy logged as a fraction).
-        confidence: of the forecast's interval and of the gain's upper bound (0.5-1).
+        confidence: of the forecast's interval and of the gain's upper bound (the rule's; 0.5-1).
         min_epochs: validated epochs (since the last structure change) before a forecast (>= 3).
         if_not_applicable: `fail` or `skip` where the energy rules have no measured energy.
     """
@@ -243,8 +243,7 @@ class EarlyStop(EnergyMethod):
         decision = bool(fired)
         if trainer.world_size > 1:  # every rank must take the same decision
             decision = trainer.strategy.reduce_boolean_decision(decision, all=False)
-        if self.forecast is not None:
-            fc = self.forecast
+        if (fc := self.forecast) is not None:
             figures = {"stop/predicted_final": fc.final, "stop/predicted_gain": fc.gain}
             pl_module.log_dict(figures, on_step=False, on_epoch=True, rank_zero_only=True)
         if decision:
@@ -294,6 +293,8 @@ class EarlyStop(EnergyMethod):
             return
         also = f" (also: {', '.join(reasons[1:])})" if len(reasons) > 1 else ""
         log.info("Early stop after %d epochs, %.4g J spent: %s%s", epochs, spent_J, reasons[0], also)
+        if "forecast" in reasons and self.forecast is not None:
+            log.info("early_stop forecast: %s", describe(self.forecast, self.monitor))
         if "energy_budget" in reasons and self.budget_J is not None:
             predicted = next_epoch_J(self.history, self.settings.window)
             log.info("Budget %.4g J; the next epoch would cost about %.4g J", self.budget_J, predicted or 0.0)
@@ -319,8 +320,9 @@ class EarlyStop(EnergyMethod):
             self.forecast = self._halfway() if reached else None
 
     def _halfway(self) -> CurveForecast | None:
-        s = self.settings
-        return halfway_forecast(self.history, self.since, self.sign, self.max_epochs, s, self.measured)
+        return halfway_forecast(
+            self.history, self.since, self.sign, self.max_epochs, self.settings, self.measured
+        )
 
     # ---- results and checkpoints --------------------------------------------------------
     def method_figures(self) -> dict[str, Any]:

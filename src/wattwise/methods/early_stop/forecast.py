@@ -287,3 +287,12 @@ class ForecastSettings(Protocol):
 
     confidence: float
     min_epochs: int
+
+
+def describe(fc: CurveForecast, monitor: str) -> str:
+    """One line for the log: what was forecast when the rule stopped the fit."""
+    spend = f" for about {fc.remaining_J:.4g} J" if fc.remaining_J is not None else ""
+    return (
+        f"{monitor} {fc.final:.4g} at epoch {fc.horizon} (interval {fc.final_low:.4g} to "
+        f"{fc.final_high:.4g}), {fc.gain:+.3g} over {fc.horizon - fc.after} more epochs{spend}"
+    )
