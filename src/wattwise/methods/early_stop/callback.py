@@ -1,8 +1,8 @@
 """Energy-aware early stopping: stop when another kilojoule no longer buys accuracy (`+optim=early_stop`).
 
-The method card is README.md beside this file (the four rules, what it saves and costs, when not
-to use it, resuming). The rules themselves are pure functions of the per-epoch history in
-`rules.py`; this callback gathers each epoch's metric and energy, asks them, and stops the fit.
+The card is README.md beside this file. The rules are pure functions of the per-epoch history in
+`rules.py`, the learning-curve forecast in `forecast.py`; this callback gathers each epoch's metric
+and energy, asks them, and stops the fit.
 """
 
 from __future__ import annotations
