@@ -130,6 +130,9 @@ def test_a_structure_change_restarts_the_forecast():
     es.on_structure_change(None, None, None)
     es.history += [EpochRecord(10 + i, 0.5 + 0.05 * i, 4.0, 44.0 + 4 * i) for i in range(3)]
     assert es._evaluate(52.0) == [] and es.forecast is None  # 3 epochs of the new net: too few to judge
+    es.history += [EpochRecord(13 + i, 0.65 + 0.03 * i, 4.0, 56.0 + 4 * i) for i in range(6)]
+    assert es._evaluate(76.0) == []  # the pruned net still climbs 3 points an epoch
+    assert es.forecast.after == 19 and es.forecast.gain > 0.05  # fitted on the 9 epochs since the prune
 
 
 VALUES = "0.502 0.8355 0.9 0.9239 0.93 0.9395 0.9408 0.941 0.9464 0.9435 0.9463 0.9489".split()

@@ -6,14 +6,15 @@ larger ensemble of the same kind), in a space where larger is better (the metric
 
     pow:  y(t) = a - b * t^-c          exp:  y(t) = a - b * exp(-c * t / n)      (b >= 0, c > 0)
 
-t counts validated epochs from 1; n is the number fitted so far (so one grid of c fits every
-length). For a fixed c both families are linear in (a, b), so each fit is a closed-form least
-squares on a grid of c values, all grid points and all bootstrap replicates at once in numpy: a
-forecast takes a few milliseconds. The family with the smaller residual sum of squares gives the
-point forecast; the bounds are the ensemble's, the widest of the two families'.
+t counts epochs from 1 (from the last structure change: a prune restarts the curve); n is the last
+t so far (so one grid of c fits every length). For a fixed c both families are linear in (a, b),
+so each fit is a closed-form least squares on a grid of c values, all grid points and all
+bootstrap replicates at once in numpy: a forecast takes a few milliseconds. The family with the
+smaller residual sum of squares gives the point forecast; the bounds are the ensemble's, the
+widest of the two families'.
 
 The interval is a residual bootstrap (seeded by the number of points, so a resumed run forecasts
-exactly as an uninterrupted one): the winning fit plus resampled residuals, refitted
+exactly as an uninterrupted one): each family's fit plus its resampled residuals, refitted
 `BOOTSTRAP` times. The gain of the remaining epochs (curve at the horizon minus curve now) is
 read within each replicate, so its bound is tighter than the difference of two bounds; the
 interval of the final value also adds a resampled residual (what one more validation would
@@ -24,7 +25,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 import numpy as np
@@ -51,9 +52,6 @@ class CurveForecast:
     gain: float  # final - now, in the better-is-larger sense (>= 0 on a saturating fit)
     gain_high: float  # upper bound of the gain at the stated confidence
     remaining_J: float | None  # energy of the epochs left until the horizon
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def _basis(family: str, t: np.ndarray, n: float) -> np.ndarray:
