@@ -1,15 +1,15 @@
 """Energy-aware early stopping: stop when another kilojoule no longer buys accuracy (`+optim=early_stop`).
 
-The method card is README.md beside this file (the four rules, what it saves and costs, when not
-to use it, resuming). The rules themselves are pure functions of the per-epoch history in
-`rules.py`; this callback gathers each epoch's metric and energy, asks them, and stops the fit.
+The card is README.md beside this file. The rules are pure functions of the per-epoch history in
+`rules.py`, the learning-curve forecast in `forecast.py`; this callback gathers each epoch's metric
+and energy, asks them, and stops the fit.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import Any
 
 import lightning as L
@@ -17,6 +17,14 @@ from lightning.pytorch.utilities.model_helpers import is_overridden
 
 from wattwise.energy.monitor import J_PER_KWH, EnergyMonitor
 from wattwise.methods.base import STATUS_ACTIVE, EnergyMethod, StructureChange
+from wattwise.methods.early_stop.forecast import (
+    CurveForecast,
+    describe,
+    forecast_figures,
+    forecast_fired,
+    forecast_history,
+    halfway_forecast,
+)
 from wattwise.methods.early_stop.rules import (
     REASONS,
     EpochRecord,
@@ -29,37 +37,11 @@ from wattwise.methods.early_stop.rules import (
     patience_fired,
     target_fired,
 )
-from wattwise.methods.shared.settings import MethodSettings, integer, number, one_of, setting, text
+from wattwise.methods.early_stop.settings import KEY, EarlyStopSettings
 from wattwise.utils.errors import ConfigError
 from wattwise.utils.monitor import choose
 
 log = logging.getLogger(__name__)
-
-KEY = "callbacks.early_stop"
-
-
-@dataclass(frozen=True)
-class EarlyStopSettings(MethodSettings):
-    """`callbacks.early_stop.*`: the keys, their defaults and their checks (see EarlyStop's Args)."""
-
-    monitor: str = setting("val/acc", text())
-    mode: str = setting("max", one_of("min", "max", "auto"))
-    budget_J: float | None = setting(None, number(low=0, strict=True), optional=True)
-    budget_kWh: float | None = setting(None, number(low=0, strict=True), optional=True)
-    window: int = setting(8, integer(low=1))
-    min_gain_fraction: float | None = setting(0.2, number(low=0), optional=True)
-    min_gain_per_kJ: float | None = setting(None, number(low=0), optional=True)
-    diminishing_patience: int = setting(4, integer(low=1))
-    target: float | None = setting(None, number(), optional=True)
-    patience: int | None = setting(None, integer(low=1), optional=True)
-    min_delta: float = setting(0.0, number(low=0))
-
-    def check(self, key: str) -> None:
-        if self.budget_J is not None and self.budget_kWh is not None:
-            raise ConfigError(
-                f"{key}: set budget_J or budget_kWh, not both "
-                f"(got {self.budget_J} J and {self.budget_kWh} kWh)"
-            )
 
 
 class EarlyStop(EnergyMethod):
@@ -79,6 +61,11 @@ class EarlyStop(EnergyMethod):
         target: stop as soon as the metric reaches this value (null: no target).
         patience: the ordinary rule: validations without improvement before stopping (null: off).
         min_delta: improvement smaller than this does not count, for `patience` (>= 0).
+        tolerance: `forecast` rule: stop when the remaining epochs' gain is below this many points (null: off)
+        max_J_per_point: ... or when a point they may still buy costs more joules (null: off).
+        point: metric units in one point (0.01: an accuracy logged as a fraction).
+        confidence: of the forecast's interval and of the gain's upper bound (the rule's; 0.5-1).
+        min_epochs: validated epochs (since the last structure change) before a forecast (>= 3).
         if_not_applicable: `fail` or `skip` where the energy rules have no measured energy.
     """
 
@@ -100,6 +87,11 @@ class EarlyStop(EnergyMethod):
         target: float | None = None,
         patience: int | None = None,
         min_delta: float = 0.0,
+        tolerance: float | None = None,
+        max_J_per_point: float | None = None,
+        point: float = 0.01,
+        confidence: float = 0.9,
+        min_epochs: int = 8,
         if_not_applicable: str = "fail",
     ) -> None:
         super().__init__(if_not_applicable)
@@ -123,11 +115,16 @@ class EarlyStop(EnergyMethod):
         self._validated_epoch: int | None = None  # the epoch whose validation has run
         self._validated_value: float | None = None
         self._fitting = True
+        self.max_epochs: int | None = None  # the forecast's horizon (trainer.max_epochs)
+        self.forecast: CurveForecast | None = None  # the latest forecast (None: not enough epochs yet)
+        self.measured = True  # energy measured (a replay, without a trainer, has it in its curves)
 
     @property
     def uses_energy(self) -> bool:
         s = self.settings
-        return self.budget_J is not None or s.min_gain_fraction is not None or s.min_gain_per_kJ is not None
+        return self.budget_J is not None or any(
+            v is not None for v in (s.min_gain_fraction, s.min_gain_per_kJ, s.max_J_per_point)
+        )
 
     def requirements(self) -> frozenset[str]:
         return frozenset({"energy"}) if self.uses_energy else frozenset()
@@ -154,6 +151,7 @@ class EarlyStop(EnergyMethod):
         if stage != "fit" or not self.active:
             return
         self._monitor = self.energy_monitor
+        self.measured = self._monitor is not None and self._monitor.mode != "off"
         if self.uses_energy and (self._monitor is None or self._monitor.mode == "off"):
             self.step_aside(
                 "its energy rules need the run's energy measured, but energy is not measured: use "
@@ -175,6 +173,7 @@ class EarlyStop(EnergyMethod):
         if not self.active:
             return
         self.stopped, self._final = None, None
+        self.max_epochs = trainer.max_epochs if (trainer.max_epochs or 0) > 0 else None
         self._epochs_logged = len(self._monitor.epoch_energies_J) if self._monitor else 0
         # A resumed run: the restored history and the energy already spent may rule out even one more epoch.
         if self.history and self.budget_J is not None:
@@ -244,6 +243,9 @@ class EarlyStop(EnergyMethod):
         decision = bool(fired)
         if trainer.world_size > 1:  # every rank must take the same decision
             decision = trainer.strategy.reduce_boolean_decision(decision, all=False)
+        if (fc := self.forecast) is not None:
+            figures = {"stop/predicted_final": fc.final, "stop/predicted_gain": fc.gain}
+            pl_module.log_dict(figures, on_step=False, on_epoch=True, rank_zero_only=True)
         if decision:
             self._stop(trainer, fired or ["other_rank"], spent, epochs=epoch + 1)
 
@@ -274,8 +276,15 @@ class EarlyStop(EnergyMethod):
             )
 
     def _evaluate(self, spent_J: float) -> list[str]:
-        """The rules that fire now (see rules.fired_rules); bench/early_stop_replay.py calls it too."""
-        return fired_rules(self.history, self.since, spent_J, self.budget_J, self.settings)
+        """The rules that fire now (rules.fired_rules, and the forecast's); the replay calls it too."""
+        s = self.settings
+        fired = fired_rules(self.history, self.since, spent_J, self.budget_J, s)
+        self.forecast = forecast_history(
+            self.history, self.since, self.sign, self.max_epochs, spent_J, self.budget_J, s, self.measured
+        )
+        if self.forecast and forecast_fired(self.forecast, s.tolerance, s.point, s.max_J_per_point):
+            fired = sorted([*fired, "forecast"], key=REASONS.index)
+        return fired
 
     def _stop(self, trainer: L.Trainer, reasons: list[str], spent_J: float, epochs: int) -> None:
         trainer.should_stop = True
@@ -284,6 +293,8 @@ class EarlyStop(EnergyMethod):
             return
         also = f" (also: {', '.join(reasons[1:])})" if len(reasons) > 1 else ""
         log.info("Early stop after %d epochs, %.4g J spent: %s%s", epochs, spent_J, reasons[0], also)
+        if "forecast" in reasons and self.forecast is not None:
+            log.info("early_stop forecast: %s", describe(self.forecast, self.monitor))
         if "energy_budget" in reasons and self.budget_J is not None:
             predicted = next_epoch_J(self.history, self.settings.window)
             log.info("Budget %.4g J; the next epoch would cost about %.4g J", self.budget_J, predicted or 0.0)
@@ -305,14 +316,26 @@ class EarlyStop(EnergyMethod):
                 "epoch": trainer.current_epoch,
                 "energy_J": self._spent_J(trainer),
             }
+            # a run that went on: the forecast made halfway, recomputed from the (checkpointed) history
+            self.forecast = self._halfway() if reached else None
+
+    def _halfway(self) -> CurveForecast | None:
+        return halfway_forecast(
+            self.history, self.since, self.sign, self.max_epochs, self.settings, self.measured
+        )
 
     # ---- results and checkpoints --------------------------------------------------------
     def method_figures(self) -> dict[str, Any]:
-        """`stop/reason`, `stop/epoch` (epochs trained) and `stop/energy_J` for summary.json."""
+        """`stop/reason`, `stop/epoch` (epochs trained), `stop/energy_J`, and the forecast for summary.json:
+        made at the stop, or (a run that did not stop) halfway, with its error against the last value."""
         info = self.stopped or self._final
         if info is None:
             return {}
-        return {"stop/reason": info["reason"], "stop/epoch": info["epoch"], "stop/energy_J": info["energy_J"]}
+        out = {"stop/reason": info["reason"], "stop/epoch": info["epoch"], "stop/energy_J": info["energy_J"]}
+        if self.forecast is not None:
+            last = self.history[-1].metric if self.history and self.stopped is None else None
+            out |= forecast_figures(self.forecast, last)
+        return out
 
     def state_dict(self) -> dict[str, Any]:
         """The per-epoch history, so a resumed run replays the rules with the energy already spent.
@@ -351,14 +374,9 @@ class EarlyStop(EnergyMethod):
 
     @classmethod
     def report_rows(cls, summary: Any) -> list[tuple[str, str]]:
-        rows = super().report_rows(summary)
-        if summary.get("stop/reason") is not None:
-            rows.append(
-                (
-                    "stopped (early_stop)",
-                    f"{summary['stop/reason']} after {summary.get('stop/epoch', '?')} epochs",
-                )
-            )
+        rows, reason = super().report_rows(summary), summary.get("stop/reason")
+        if reason is not None:
+            rows.append(("stopped (early_stop)", f"{reason} after {summary.get('stop/epoch', '?')} epochs"))
         return rows
 
 

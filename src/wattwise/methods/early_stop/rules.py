@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-REASONS = ("target_reached", "energy_budget", "diminishing_returns", "patience")
+REASONS = ("target_reached", "energy_budget", "forecast", "diminishing_returns", "patience")
 
 
 @dataclass
@@ -168,7 +168,7 @@ def fired_rules(
         ),
         "patience": patience_fired(h, sign, s.patience, s.min_delta),
     }
-    return [name for name in REASONS if checks[name]]
+    return [name for name in REASONS if checks.get(name)]  # `forecast`: the callback asks forecast.py
 
 
 def epoch_energy_J(energies: Sequence[float], known: int, spent_J: float, epoch_start_J: float) -> float:
