@@ -176,14 +176,31 @@ def cpu_timer() -> Iterator[dict[str, float]]:
         out["cpu_s"] = time.process_time() - t0
 
 
-def quiet() -> None:
-    import lightning  # noqa: F401  (its loggers are set up on import; quieted after)
+QUIET_LOGGERS = (
+    "lightning", "lightning.pytorch", "lightning.fabric", "wattwise", "zeus",
+    "lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero",
+)  # fmt: skip
 
-    warnings.filterwarnings("ignore")
-    for name in ("lightning", "lightning.pytorch", "lightning.fabric", "wattwise", "zeus"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
-        logging.getLogger(name).setLevel(logging.ERROR)
+
+@contextlib.contextmanager
+def quiet() -> Iterator[None]:
+    """Warnings and library logs off while the bench runs, and put back after it (the bench also runs
+    inside the test process, whose later tests read those loggers)."""
+    import lightning  # noqa: F401  (its loggers are set up on import; quieted after)
+    import torch
+
+    levels = {name: logging.getLogger(name).level for name in QUIET_LOGGERS}
+    threads = torch.get_num_threads()
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore")
+            for name in QUIET_LOGGERS:
+                logging.getLogger(name).setLevel(logging.ERROR)
+            yield
+    finally:
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)
+        torch.set_num_threads(threads)
 
 
 def compose(task: OverheadTask, epochs: int, seed: int, extra: Sequence[str], run_dir: Path) -> Any:
@@ -410,13 +427,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None, log: Callable[[str], None] = print) -> Path:
-    args = parse_args(argv)
+    with quiet():
+        return _main(parse_args(argv), log)
+
+
+def _main(args: argparse.Namespace, log: Callable[[str], None]) -> Path:
     import torch
 
     torch.set_num_threads(args.threads)
     with contextlib.suppress(RuntimeError):  # already set once in this process
         torch.set_num_interop_threads(1)
-    quiet()
     all_tasks = bench_tasks()
     names = args.tasks.split(",") if args.tasks else list(all_tasks)
     unknown = [n for n in names if n not in all_tasks]
