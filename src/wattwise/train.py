@@ -21,6 +21,8 @@ from wattwise.methods.registry import register_recipes
 from wattwise.sweep import in_multirun, launcher_info
 from wattwise.utils.errors import ConfigError, OutputError, exit_with_error
 from wattwise.utils.run_dirs import register_run_dir_resolvers
+from wattwise.utils.safe_load import TRUST_KEY, set_trust, weights_only_for_lightning
+from wattwise.utils.secrets import hide_secret_overrides, redact, redact_overrides, restore_secret_overrides
 from wattwise.utils.summary import save_summary
 from wattwise.utils.validate import validate_config
 
@@ -158,6 +160,7 @@ def train(cfg: DictConfig) -> Any:
 
     _quiet_known_noise()
     validate_config(cfg)
+    set_trust(cfg.get(TRUST_KEY) is True)  # every checkpoint load is weights-only unless opted in
 
     import lightning as L
 
@@ -178,7 +181,7 @@ def train(cfg: DictConfig) -> Any:
     check_resume(cfg, trainer, module, datamodule, parts["methods"])
 
     run_dir = Path(cfg.paths.output_dir)
-    overrides = hydra_overrides()
+    overrides = redact_overrides(hydra_overrides())
     config_path = run_dir / ".hydra" / "config.yaml"
     summary: dict[str, Any] = {
         "status": "running",
@@ -194,20 +197,32 @@ def train(cfg: DictConfig) -> Any:
     }
     # The chosen options as one string ("amp+prune", "none"): a categorical axis for W&B's parallel
     # coordinates (the options' settings are under callbacks.<name>).
-    hparams = {**OmegaConf.to_container(cfg, resolve=True), "optim_set": "+".join(summary["optim"]) or "none"}
+    hparams = redact(OmegaConf.to_container(cfg, resolve=True))  # no API key reaches a logger
+    hparams["optim_set"] = "+".join(summary["optim"]) or "none"
     for lg in loggers.values():
         lg.log_hyperparams(hparams)
 
     status, fit_metrics, test_metrics, summary_error = "failed", {}, {}, None
     try:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        trainer.fit(
+            module,
+            datamodule=datamodule,
+            ckpt_path=cfg.get("ckpt_path"),
+            weights_only=weights_only_for_lightning(),
+        )
         fit_metrics = dict(trainer.callback_metrics)
         if trainer.interrupted:
             status = "interrupted"
         elif cfg.get("test", True):
             ckpt = trainer.checkpoint_callback
             best = getattr(ckpt, "best_model_path", "") or None  # the val/acc one: first in the callbacks
-            results = trainer.test(module, datamodule=datamodule, ckpt_path=best, verbose=False)
+            results = trainer.test(
+                module,
+                datamodule=datamodule,
+                ckpt_path=best,
+                verbose=False,
+                weights_only=weights_only_for_lightning(),
+            )
             test_metrics = dict(results[0]) if results else {}
             status = "completed"
         else:
@@ -249,6 +264,7 @@ def train(cfg: DictConfig) -> Any:
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
 def _hydra_entry(cfg: DictConfig) -> Any:
+    restore_secret_overrides(cfg)  # taken off the command line in main(), so Hydra saved none
     try:
         return train(cfg)
     except (ConfigError, OutputError) as err:
@@ -270,6 +286,7 @@ def main() -> None:
 
     try:
         sys.argv[1:] = expand_resume(sys.argv[1:])  # resume=<run dir>: its overrides and checkpoint
+        sys.argv[1:] = hide_secret_overrides(sys.argv[1:])  # API keys never reach Hydra's saved files
     except ConfigError as err:
         exit_with_error(str(err))
     _hydra_entry()

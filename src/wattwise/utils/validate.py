@@ -71,6 +71,9 @@ def validate_config(cfg: DictConfig) -> None:
         raise ConfigError(
             f"ckpt_path={ckpt} is not a file. Pass a checkpoint, e.g. <run dir>/checkpoints/last.ckpt"
         )
+    trust = OmegaConf.select(cfg, "trust_checkpoint")
+    if trust is not None and not isinstance(trust, bool):
+        raise ConfigError(f"trust_checkpoint must be true or false, got {trust!r}")
     seed = OmegaConf.select(cfg, "seed")
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
         raise ConfigError(f"seed must be an integer, got {seed!r}")
