@@ -57,7 +57,7 @@ def refusal_message(key: str, path: str | Path, err: BaseException | None = None
     """One line: the file, what it holds that weights_only refuses, and the opt-in."""
     reason = ""
     if err is not None:
-        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(err))
+        found = re.search(r"GLOBAL ([\w.]+)", str(err))
         reason = f" (it would call {found.group(1)})" if found else ""
     return (
         f"{key}={path} holds objects other than tensors and plain data{reason}, which a checkpoint "
