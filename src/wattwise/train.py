@@ -74,15 +74,13 @@ def _without_switched_off(callbacks: dict[str, Any], trainer_cfg: Any) -> dict[s
 
 def build(cfg: DictConfig) -> dict[str, Any]:
     """Instantiate datamodule, module, callbacks (ordered by `optim.assemble`), loggers and trainer."""
-    from hydra.utils import instantiate
-
     from wattwise.methods.assemble import assemble
     from wattwise.utils.instantiate import build_at, build_datamodule, build_dict, build_module
     from wattwise.utils.run_info import command_line_keys
 
     datamodule = build_datamodule(cfg.data)
     module = build_module(cfg.model, datamodule)
-    energy = instantiate(cfg.energy) if cfg.get("energy") is not None else None
+    energy = build_at("energy", cfg.energy) if cfg.get("energy") is not None else None
     callbacks = _without_switched_off(build_dict(cfg.get("callbacks"), "callbacks"), cfg.trainer)
     parts = assemble(callbacks, energy, cfg.trainer, command_line_keys())
     loggers = build_dict(cfg.get("logger"), "logger")
