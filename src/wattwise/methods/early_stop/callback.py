@@ -53,6 +53,10 @@ class EarlyStopSettings(MethodSettings):
     patience: int | None = setting(None, integer(low=1), optional=True)
     min_delta: float = setting(0.0, number(low=0))
 
+    @classmethod
+    def bad_combinations(cls) -> tuple[dict[str, Any], ...]:
+        return ({"budget_J": 1000.0, "budget_kWh": 0.1},)
+
     def check(self, key: str) -> None:
         if self.budget_J is not None and self.budget_kWh is not None:
             raise ConfigError(
