@@ -49,8 +49,9 @@ def trusted() -> bool:
 
 
 def is_refusal(err: BaseException) -> bool:
-    """Whether `err` is torch refusing a weights_only load (not a truncated or unreadable file)."""
-    return isinstance(err, pickle.UnpicklingError) and _REFUSED in str(err)
+    """Whether `err` is torch refusing an object a weights_only load may not build (a GLOBAL: the
+    pickle's only way to call code), not a truncated, garbled or unreadable file."""
+    return isinstance(err, pickle.UnpicklingError) and _REFUSED in str(err) and "GLOBAL" in str(err)
 
 
 def refusal_message(key: str, path: str | Path, err: BaseException | None = None) -> str:

@@ -71,6 +71,8 @@ def load_cached(path: Path | None, key: dict[str, Any]) -> list[CandidateMeasure
         return None
     try:
         data = json.loads(path.read_text())
+        if not isinstance(data, dict):
+            raise ValueError(f"a JSON {type(data).__name__}, not an object")
         if data.get("wattwise_batch_profile_format") != PROFILE_FORMAT:
             raise ValueError(f"format {data.get('wattwise_batch_profile_format')}, not {PROFILE_FORMAT}")
         if data.get("key") != key:
@@ -81,7 +83,7 @@ def load_cached(path: Path | None, key: dict[str, Any]) -> list[CandidateMeasure
             (w, b) for w in limits for b in sorted(key["candidates"])
         ]:
             raise ValueError("its measurements do not cover the candidates")
-    except (OSError, ValueError, KeyError, TypeError) as err:
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, ArithmeticError, RecursionError) as err:
         log.warning("Ignoring the unreadable batch-size profile %s (%s); measuring again.", path, err)
         return None
     return out

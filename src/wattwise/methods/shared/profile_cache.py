@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import re
 from datetime import datetime, timezone
 from pathlib import Path
@@ -78,13 +79,15 @@ def load_cached(path: Path | None) -> list[dict[str, float]] | None:
         return None
     try:
         data = json.loads(path.read_text())
+        if not isinstance(data, dict):
+            raise ValueError(f"a JSON {type(data).__name__}, not an object")
         if data.get("wattwise_profile_format") != PROFILE_FORMAT:
             raise ValueError(f"format {data.get('wattwise_profile_format')}, not {PROFILE_FORMAT}")
         measurements = data["measurements"]
         fields = ("power_limit", "energy", "time", "steps")
-        if not measurements or not all(m[f] > 0 for m in measurements for f in fields):
-            raise ValueError("empty or non-positive measurements")
-    except (OSError, ValueError, KeyError, TypeError) as err:
+        if not measurements or not all(0 < m[f] < math.inf for m in measurements for f in fields):
+            raise ValueError("empty, non-positive or infinite measurements")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, ArithmeticError, RecursionError) as err:
         log.warning("Ignoring the unreadable power profile %s (%s); profiling again.", path, err)
         return None
     return measurements
