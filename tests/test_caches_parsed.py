@@ -126,3 +126,30 @@ def test_the_readers_never_unpickle(tmp_path):
     assert batch_cache.load_cached(path, BATCH_KEY) is None
     assert _read_summary(Path(path).parent) is None
     assert not marker.exists()
+
+
+def test_a_cifar_batch_is_read_without_running_its_pickle(tmp_path):
+    """data/cifar10.py reads the python batches with an unpickler that builds numpy arrays only."""
+    import os
+    import pickle
+
+    import numpy as np
+
+    from wattwise.data.cifar10 import _read_batch
+
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    good, evil = tmp_path / "data_batch_1", tmp_path / "data_batch_2"
+    data = np.zeros((2, 3 * 32 * 32), dtype=np.uint8)
+    good.write_bytes(pickle.dumps({b"data": data, b"labels": [1, 2]}, protocol=2))
+    evil.write_bytes(pickle.dumps({b"data": data, b"labels": [1, 2], b"x": Payload()}, protocol=2))
+    x, y = _read_batch(good)
+    assert x.shape == (2, 3, 32, 32) and list(y) == [1, 2]
+    with pytest.raises(ConfigError) as err:
+        _read_batch(evil)
+    assert "posix.system" in str(err.value) and "\n" not in str(err.value)
+    assert not marker.exists()
