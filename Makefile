@@ -11,7 +11,7 @@ SWEEP ?=
 # cores of the CI machine; TEST_WORKERS=0 runs in one process (pdb, -x, print debugging).
 TEST_WORKERS ?= 2
 
-.PHONY: install train test test-fast bench bench-quick bench-gpu gpu-check sweep compare lint format clean
+.PHONY: install train test test-fast bench bench-quick bench-gpu gpu-check overhead-bench sweep compare lint format clean
 
 install: $(STAMP)
 
@@ -49,9 +49,16 @@ bench-gpu: $(STAMP)
 gpu-check: $(STAMP)
 	$(PY) bench/gpu_check.py $(ARGS)
 
-# The baseline, each registered method alone and each recipe (green): the list comes from the registry.
+# CPU-seconds of wattwise's loop against plain PyTorch and bare Lightning, and the arithmetic floor
+# (bench/overhead_bench.py; run it alone on the machine: ARGS=--quick for a rough smoke run).
+overhead-bench: $(STAMP)
+	$(PY) bench/overhead_bench.py $(ARGS)
+
+# The baseline, each registered method alone and each recipe (green), the list from the registry, each
+# with 3 seeds, interleaved and rotated per seed (hydra/sweeper=compare; ARGS=hydra.sweeper.seeds=5);
+# a method that does not apply on this machine is skipped, not failed; compare's table comes at the end.
 sweep: $(STAMP)
-	$(PY) train.py -m "optim=$$($(PY) -m wattwise.methods.registry --sweep)" $(ARGS)
+	$(PY) train.py -m hydra/sweeper=compare "optim=$$($(PY) -m wattwise.methods.registry --sweep)" $(ARGS)
 
 # make compare SWEEP=outputs/multirun/<date>/<time>  (defaults to the newest sweep)
 compare: $(STAMP)

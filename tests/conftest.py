@@ -100,7 +100,8 @@ def no_rapl(monkeypatch):
 
     def without_rapl(gpu_index):
         monitor = real(gpu_index)
-        monitor.cpu_indices = []
+        if monitor is not None:  # None: no GPU to read and no RAPL here, Zeus not even imported
+            monitor.cpu_indices = []
         return monitor
 
     monkeypatch.setattr(meter, "_make_zeus_monitor", without_rapl)

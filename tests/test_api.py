@@ -146,3 +146,19 @@ def test_the_net_a_method_acts_on_follows_one_rule():
     override = Override()
     override.net = nn.Sequential(nn.Linear(3, 1))
     assert target_net(override) is override.net
+
+
+def test_green_on_loaders_given_to_fit_steps_aside_where_it_needs_a_datamodule():
+    """No datamodule: prune has nothing to trace the net with, data_cache nothing to cache; both say so."""
+    data = TensorDataset(torch.randn(64, 3), torch.randn(64, 1))
+    callbacks, kwargs = wattwise.energy_callbacks(
+        ["green"], energy={"mode": "estimate"}, early_stop={"monitor": "val/loss", "mode": "min"}
+    )
+    trainer = L.Trainer(
+        max_epochs=1, callbacks=callbacks, logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, accelerator="cpu", **kwargs,
+    )  # fmt: skip
+    trainer.fit(_Regressor(), DataLoader(data, batch_size=16), DataLoader(data, batch_size=16))
+    figures = wattwise.figures(trainer)
+    assert figures["prune/status"] == "skipped" and "input_shape" in figures["prune/skipped"]
+    assert figures["data_cache/status"] == "skipped"

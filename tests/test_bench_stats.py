@@ -62,6 +62,16 @@ def test_energy_to_target_is_the_cumulative_energy_at_the_first_epoch_that_reach
     assert stats.energy_to_target([], 0.5) == (None, None)
 
 
+def test_energy_to_target_of_a_loss_is_the_first_epoch_it_falls_to_it():
+    curve = [(0, 0.9, 10.0), (1, 0.5, 20.0), (2, 0.3, 30.0), (3, 0.35, 40.0)]
+    assert stats.energy_to_target(curve, 0.5, mode="min") == (20.0, 1)  # reaching it exactly counts
+    assert stats.energy_to_target(curve, 0.31, mode="min") == (30.0, 2)
+    assert stats.energy_to_target(curve, 0.1, mode="min") == (None, None)
+    assert stats.energy_to_target(curve, 0.5) == (10.0, 0)  # max: the default, as before
+    with pytest.raises(ValueError, match="mode must be min or max"):
+        stats.energy_to_target(curve, 0.5, mode="lowest")
+
+
 def test_a_variant_that_never_reaches_the_target_is_counted_not_dropped_nor_zero():
     baseline = {0: 100.0, 1: 110.0, 2: 90.0, 3: 100.0, 4: 105.0}
     never = {s: None for s in baseline}

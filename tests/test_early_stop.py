@@ -92,7 +92,7 @@ def _h(metrics, epoch_J=4.0):
         ({"budget_J": 10, "budget_kWh": 1}, r"budget_J or budget_kWh, not both"),
         ({"window": 0}, r"callbacks.early_stop.window must be an integer >= 1, got 0"),
         ({"window": 2.5}, r"window must be an integer"),
-        ({"mode": "maximum"}, r"callbacks.early_stop.mode must be min or max, got 'maximum'"),
+        ({"mode": "maximum"}, r"callbacks.early_stop.mode must be one of min, max, auto, got 'maximum'"),
         ({"min_gain_fraction": -0.1}, r"min_gain_fraction must be a number >= 0"),
         ({"diminishing_patience": 0}, r"diminishing_patience must be an integer >= 1"),
         ({"patience": 0}, r"callbacks.early_stop.patience must be an integer >= 1"),

@@ -57,6 +57,16 @@ def test_auto_without_counters_falls_back_to_a_labelled_estimate():
     assert meter.source == "estimate" and not meter.measured
 
 
+def test_a_cpu_run_where_zeus_could_find_no_counter_does_not_build_a_zeus_monitor(monkeypatch, tmp_path):
+    """No GPU and no RAPL directory: Zeus (about a second of imports) would find nothing to read."""
+    monkeypatch.setattr(meter_module, "RAPL_DIRS", (str(tmp_path / "no-rapl"),))
+    assert meter_module._make_zeus_monitor(None) is None
+    meter = EnergyMeter("auto")
+    assert meter.zeus_monitor is None and meter.source == "estimate" and not meter.measured
+    meter.begin("w")
+    assert meter.end("w").cpu_J is not None  # the estimate, as before
+
+
 class _FakeRAPLMonitor:
     """A Zeus monitor on a CPU whose RAPL counters are readable: 5 J package + 1 J DRAM a window."""
 

@@ -71,12 +71,12 @@ class ScriptedRun:
         )
         self.module = SimpleNamespace(log=lambda name, value, **kw: self.logged.__setitem__(name, value))
 
-    def epoch(self, joules: float, seconds: float, acc: float = 0.5) -> None:
+    def epoch(self, joules: float, seconds: float, acc: float = 0.5, metrics: dict | None = None) -> None:
         self.report.on_train_epoch_start(self.trainer, self.module)
         self.energy.epoch_energies_J.append(joules)
         self.energy.total_J += joules
         self.energy.time_s += seconds
-        self.trainer.callback_metrics = {"val/acc": acc}
+        self.trainer.callback_metrics = {"val/acc": acc} if metrics is None else metrics
         self.report.on_train_epoch_end(self.trainer, self.module)
         self.trainer.current_epoch += 1
 
@@ -170,3 +170,46 @@ def test_a_run_writes_the_forecast_plot_and_model_card(make_cfg, monkeypatch):
     card = open(s["report/model_card"]).read()
     assert card.startswith("---\nco2_eq_emissions:\n")
     assert f"emissions: {s['carbon/gCO2e']:.6g}" in card and '"Sweden"' in card and "ESTIMATE" in card
+
+
+def test_the_energy_plot_labels_the_monitored_metric(tmp_path, monkeypatch):
+    """A loss is drawn as is and labelled by its name; val/acc stays `validation accuracy, %`."""
+    import matplotlib.figure
+
+    from wattwise.utils.energy_plot import plot_accuracy_vs_energy
+
+    drawn = []
+    saved = matplotlib.figure.Figure.savefig
+
+    def keep(fig, *args, **kwargs):  # noqa: ANN001, ANN202 - the figure, to read its axes back
+        drawn.append(fig)
+        return saved(fig, *args, **kwargs)
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", keep)
+    for metric, values, label, scale in (
+        ("val/loss", [0.5, 0.3], "val/loss", 1.0),
+        ("val/acc", [0.5, 0.7], "validation accuracy, %", 100.0),
+        ("val/top5_acc", [0.5, 0.7], "val/top5_acc, %", 100.0),
+    ):
+        plot_accuracy_vs_energy([10.0, 20.0], values, 0.0, tmp_path / "p.png", "t", "ESTIMATE", metric=metric)
+        ax = drawn[-1].axes[0]
+        assert ax.get_ylabel() == label
+        assert list(ax.get_lines()[0].get_ydata()) == pytest.approx([scale * v for v in values])
+        assert ax.texts[-1].get_text() == (f"{scale * values[-1]:.1f} %" if scale > 1 else "0.3")
+
+
+def test_an_auto_report_plots_the_loss_of_a_module_without_accuracy():
+    """In a plain Trainer the report's monitor is `auto`: val/acc where logged, else val/loss."""
+    run = ScriptedRun(EnergyReport(report_dir=None), max_epochs=3)
+    run.epoch(10.0, 2.0, metrics={"val/loss": 0.9, "val/mae": 0.5})
+    run.epoch(10.0, 2.0, metrics={"val/loss": 0.4, "val/mae": 0.3})
+    assert run.report.monitor == "val/loss" and run.report.metric == [0.9, 0.4]
+    resumed = EnergyReport(report_dir=None)
+    resumed.load_state_dict(run.report.state_dict())
+    assert resumed.monitor == "val/loss"  # the saved run's choice
+    classifier = ScriptedRun(EnergyReport(report_dir=None), max_epochs=3)
+    classifier.epoch(10.0, 2.0, acc=0.7)
+    assert classifier.report.monitor == "val/acc" and classifier.report.metric == [0.7]
+    neither = ScriptedRun(EnergyReport(report_dir=None), max_epochs=3)
+    neither.epoch(10.0, 2.0, metrics={"val/mae": 0.5})
+    assert neither.report.monitor == "auto" and neither.report.metric == [None]  # never fails the run

@@ -121,3 +121,40 @@ def test_tensor_datamodule_pins_on_a_cuda_trainer_and_honours_explicit_workers(m
     chosen = dm._current_loader_settings()
     assert chosen.pin_memory is True and chosen.num_workers == 2
     assert chosen.persistent_workers is True and chosen.prefetch_factor == 2
+
+
+def test_the_datamodules_loaders_gather_whole_batches_and_give_the_same_batches():
+    """BatchedTensorDataset + collate_batches: one index per tensor per batch, the batches a
+    TensorDataset + default_collate loader gives (rows, order, dtypes, structure)."""
+    import torch
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from wattwise.data.base import BatchedTensorDataset, collate_batches
+    from wattwise.data.digits import DigitsDataModule
+
+    x, y = torch.randn(50, 1, 4, 4), torch.randint(0, 10, (50,))
+    plain = DataLoader(
+        TensorDataset(x, y), batch_size=8, shuffle=True, generator=torch.Generator().manual_seed(3)
+    )
+    batched = DataLoader(
+        BatchedTensorDataset(x, y),
+        batch_size=8,
+        shuffle=True,
+        generator=torch.Generator().manual_seed(3),
+        collate_fn=collate_batches,
+    )
+    pairs = list(zip(plain, batched, strict=True))
+    assert all(type(a) is type(b) is list for a, b in pairs)
+    assert all(torch.equal(u, v) and u.dtype == v.dtype for a, b in pairs for u, v in zip(a, b, strict=True))
+    assert collate_batches([(x[0], y[0]), (x[1], y[1])])[0].shape == (
+        2,
+        1,
+        4,
+        4,
+    )  # plain samples still collate
+    dm = DigitsDataModule(batch_size=16)
+    dm.setup("fit")
+    loader = dm.train_dataloader()
+    assert isinstance(loader.dataset, BatchedTensorDataset) and loader.collate_fn is collate_batches
+    xb, yb = next(iter(loader))
+    assert xb.shape[0] == 16 and yb.dtype == dm.splits["train"].tensors[1].dtype

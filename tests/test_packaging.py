@@ -27,6 +27,8 @@ def test_a_non_editable_install_trains_from_any_directory(tmp_path):
     assert build.returncode == 0, build.stderr[-2000:]
     assert (target / "wattwise" / "conf" / "train.yaml").is_file()  # the configs ship in the package
     assert (target / "wattwise" / "energy" / "data" / "grid_intensity.csv").is_file()  # and the carbon tables
+    # hydra/sweeper=compare: Hydra finds sweepers only in the hydra_plugins namespace
+    assert (target / "hydra_plugins" / "wattwise_compare_sweeper" / "compare_sweeper.py").is_file()
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     env = {**os.environ, "PYTHONPATH": str(target), "OMP_NUM_THREADS": "1"}

@@ -161,6 +161,11 @@ def test_cli_default_prints_the_table(tmp_path):
         assert line in proc.stdout, line
     assert "ESTIMATE" in proc.stdout or "measured" in proc.stdout
     assert (tmp_path / "run" / "summary.json").is_file()
+    # stdout is a pipe, not a terminal: one progress line per epoch, no carriage-return frames
+    assert "\r" not in proc.stdout and "\r" not in proc.stderr
+    epochs = [line for line in proc.stdout.splitlines() if line.startswith("Epoch ")]
+    assert [line.split()[1] for line in epochs] == ["1/2", "2/2"], proc.stdout[-2000:]
+    assert all("val/acc=" in line and "energy/spent_J=" in line for line in epochs)
 
 
 @pytest.mark.slow

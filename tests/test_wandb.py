@@ -93,3 +93,95 @@ def test_sweep_runs_share_a_group_and_are_named_by_overrides(tmp_path):
     assert len(groups) == 1 and groups.pop()
     names = sorted(r["run"]["name"] for r in runs)
     assert "model=cnn" in names[0] and "model=mlp" in names[1] and "logger=wandb" in names[0]
+
+
+def test_compare_table_on_wandb_matches_compare(no_wandb_env, tmp_path, monkeypatch):
+    """The W&B table (offline, read back from the run's files) holds compare's figures, row for row."""
+    import json
+
+    from test_compare import _job, _skipped
+
+    from wattwise.compare import compare, variant_rows
+    from wattwise.compare.wandb_table import TABLE_COLUMNS, log_variant_table, sweep_group
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    root = tmp_path / "sweep"
+    energies = {"none": [10.0, 20.0, 40.0], "amp": [5.0, 10.0, 20.0], "prune": [11.0, 18.0, 40.0]}
+    num = 0
+    for seed in range(3):
+        for name, values in energies.items():
+            _job(root, num, [] if name == "none" else [name], seed, values[seed])
+            num += 1
+        _job(root, num, ["power"], seed, 3.0, **_skipped("power", "no GPU (no_gpu)"))
+        num += 1
+    result = compare(root, make_plot=False)
+    log_variant_table(result["variants"], project="wattwise-test", folder=root)
+
+    files = find_run_files(root)
+    assert len(files) == 1
+    run = read_run(files[0])
+    assert run["exited"] and run["run"]["name"] == "compare" and run["run"]["group"] == sweep_group(root)
+    table_file = next(files[0].parent.glob("files/media/table/compare/variants_*.table.json"))
+    table = json.loads(table_file.read_text())
+    assert table["columns"] == list(TABLE_COLUMNS)
+    logged = [dict(zip(table["columns"], row)) for row in table["data"]]
+    expected = variant_rows(result["variants"])
+    assert (
+        [r["variant"] for r in logged]
+        == [r["variant"] for r in expected]
+        == ["none", "amp", "prune", "power"]
+    )
+    for got, want in zip(logged, expected):
+        for column in TABLE_COLUMNS:
+            assert got[column] == (
+                pytest.approx(want[column]) if isinstance(want[column], float) else want[column]
+            )
+    by_variant = {r["variant"]: r for r in logged}
+    assert by_variant["amp"]["verdict"] == "lower" and by_variant["amp"]["ratio_value"] == pytest.approx(0.5)
+    assert by_variant["prune"]["verdict"] == "tie" and by_variant["power"]["verdict"].startswith("skipped (")
+    # and each variant's figures in the run's summary, for W&B's run table
+    assert run["summary"]["compare/amp/ratio_high"] == pytest.approx(by_variant["amp"]["ratio_high"])
+    assert run["summary"]["compare/prune/verdict"] == "tie"
+    assert by_variant["prune"]["ratio"] in result["table"]
+
+
+def test_compare_table_on_wandb_matches_compare_for_a_regression_sweep(no_wandb_env, tmp_path, monkeypatch):
+    """A regression sweep (test/loss, min): the W&B table names the metric and holds compare's figures."""
+    import json
+
+    from test_compare_metric import _regression_job
+
+    from wattwise.compare import compare, variant_rows
+    from wattwise.compare.wandb_table import log_variant_table, table_columns
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    root = tmp_path / "regression"
+    losses = {"none": [0.20, 0.21, 0.19], "amp": [0.26, 0.25, 0.24], "qat": [0.30, 0.31, 0.29]}
+    energies = {"none": [10.0, 20.0, 40.0], "amp": [5.0, 10.0, 20.0], "qat": [15.0, 30.0, 60.0]}
+    num = 0
+    for seed in range(3):
+        for name in losses:
+            _regression_job(
+                root, num, [] if name == "none" else [name], seed, energies[name][seed], losses[name][seed]
+            )
+            num += 1
+    result = compare(root, make_plot=False)
+    assert result["metric"].name == "test/loss" and result["metric"].mode == "min"
+    log_variant_table(result["variants"], project="wattwise-test", folder=root, metric=result["metric"])
+
+    (file,) = find_run_files(root)
+    run = read_run(file)
+    table = json.loads(next(file.parent.glob("files/media/table/compare/variants_*.table.json")).read_text())
+    assert table["columns"] == list(table_columns("test/loss"))
+    assert "median_test_loss" in table["columns"] and "median_accuracy" not in table["columns"]
+    logged = {row[0]: dict(zip(table["columns"], row)) for row in table["data"]}
+    expected = {r["variant"]: r for r in variant_rows(result["variants"], result["metric"])}
+    assert list(logged) == list(expected) == ["none", "amp", "qat"]
+    for name, want in expected.items():
+        for column in table["columns"]:
+            value = want[column]
+            assert logged[name][column] == (pytest.approx(value) if isinstance(value, float) else value)
+    assert logged["none"]["median_test_loss"] == pytest.approx(0.20) and logged["none"]["test/loss"] == "0.2"
+    assert {n for n, r in logged.items() if r["pareto"]} == {"none", "amp"}  # qat: more loss, more joules
+    assert logged["amp"]["test/loss"] in result["table"] and "%" not in logged["amp"]["test/loss"]
+    assert run["summary"]["compare/qat/median_test_loss"] == pytest.approx(0.30)

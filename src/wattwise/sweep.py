@@ -3,6 +3,10 @@
 - `sqlite_url(path)`: referenced from conf/hparams_search/energy_pareto.yaml as the
   sweeper's `storage`; creates the folder (sqlite cannot) and returns an absolute URL
   (a relative path is taken from the directory you launch from, like `outputs/`).
+- `direction(monitor, mode)`: Optuna's direction for the monitored metric (energy_pareto.yaml's
+  first objective), `maximize` or `minimize`, from `mode` or else the metric's name. Optuna needs
+  it when the study is made, before any trial, so `monitor: auto` (chosen inside a trial) cannot
+  decide it: a one-line error says to name the monitor.
 - `in_multirun()`: whether this run is a job of a sweep.
 - `launcher_info()`: recorded in each run's summary.json; warns once per job when jobs
   run in parallel (joblib with n_jobs > 1, submitit local), because jobs on one machine
@@ -30,6 +34,28 @@ def sqlite_url(path: str) -> str:
     file = Path(path).expanduser().resolve()
     file.parent.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{file}"
+
+
+def direction(monitor: str = "auto", mode: str = "auto") -> str:
+    """`maximize` or `minimize` for the monitored metric (see module doc); ConfigError in one line."""
+    from wattwise.utils.errors import ConfigError
+    from wattwise.utils.monitor import mode_for
+
+    if mode not in ("min", "max"):
+        if mode != "auto":
+            raise ConfigError(f"mode must be min, max or auto, got {mode!r}")
+        if monitor in ("auto", "", None):
+            raise ConfigError(
+                "hparams_search: Optuna needs the metric's direction before the first trial, and "
+                "monitor=auto is chosen only inside one: set monitor=<metric> (e.g. val/loss), mode=min|max"
+            )
+        guessed = mode_for(str(monitor))
+        if guessed is None:
+            raise ConfigError(
+                f"hparams_search: cannot tell whether {monitor} should rise or fall: set mode=min or mode=max"
+            )
+        mode = guessed
+    return "maximize" if mode == "max" else "minimize"
 
 
 def launcher_info() -> dict[str, Any] | None:

@@ -16,6 +16,7 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from wattwise import warmup
 from wattwise.config_dir import CONF_DIR
 from wattwise.methods.registry import register_recipes
 from wattwise.sweep import in_multirun, launcher_info
@@ -72,6 +73,18 @@ def _without_switched_off(callbacks: dict[str, Any], trainer_cfg: Any) -> dict[s
     return {k: cb for k, cb in callbacks.items() if k not in dropped}
 
 
+def _choose_monitor(cfg: DictConfig, module: Any, datamodule: Any) -> None:
+    """Set the run-wide monitor/mode (utils/monitor.py) and say how it was chosen, in one line."""
+    from omegaconf import open_dict
+
+    from wattwise.utils.monitor import resolve
+
+    monitor, mode, why = resolve(cfg, module, datamodule)
+    with open_dict(cfg):
+        cfg.monitor, cfg.mode = monitor, mode
+    log.info("Monitoring %s (%s): %s", monitor, mode, why)
+
+
 def build(cfg: DictConfig) -> dict[str, Any]:
     """Instantiate datamodule, module, callbacks (ordered by `optim.assemble`), loggers and trainer."""
     from wattwise.methods.assemble import assemble
@@ -80,6 +93,7 @@ def build(cfg: DictConfig) -> dict[str, Any]:
 
     datamodule = build_datamodule(cfg.data)
     module = build_module(cfg.model, datamodule)
+    _choose_monitor(cfg, module, datamodule)  # before any callback reads ${monitor}
     energy = build_at("energy", cfg.energy) if cfg.get("energy") is not None else None
     callbacks = _without_switched_off(build_dict(cfg.get("callbacks"), "callbacks"), cfg.trainer)
     parts = assemble(callbacks, energy, cfg.trainer, command_line_keys())
@@ -106,9 +120,18 @@ def _objective(cfg: DictConfig, summary: dict[str, Any]) -> Any:
     if names is None:
         return None
     names = list(names) if OmegaConf.is_list(names) else [names]
+    names = [_auto_objective(cfg, summary) if n == "auto" else n for n in names]
     values = [summary.get(n) for n in names]
     values = [float("nan") if v is None else float(v) for v in values]
     return values[0] if len(values) == 1 else tuple(values)
+
+
+def _auto_objective(cfg: DictConfig, summary: dict[str, Any]) -> str:
+    """The monitored metric's test counterpart where the run has it (val/acc -> test/acc), else itself."""
+    monitor = str(cfg.get("monitor"))
+    stage, _, name = monitor.partition("/")
+    test_name = f"test/{name}" if stage == "val" and name else monitor
+    return test_name if summary.get(test_name) is not None else monitor
 
 
 def _final_metrics(trainer: Any, fit_metrics: dict[str, Any], test_metrics: dict[str, Any]) -> dict[str, Any]:
@@ -150,6 +173,27 @@ def torch_threads() -> int:
     return torch.get_num_threads()
 
 
+def _apply_sweep_settings(cfg: DictConfig) -> None:
+    """`sweep.if_not_applicable=skip` (the comparison sweeper's): every chosen method steps aside where
+    it does not apply, as `callbacks.<name>.if_not_applicable=skip` would make it, instead of failing."""
+    choice = OmegaConf.select(cfg, "sweep.if_not_applicable")
+    if choice is None:
+        return
+    for node in (cfg.get("callbacks") or {}).values():
+        if isinstance(node, DictConfig) and "if_not_applicable" in node:
+            node.if_not_applicable = choice
+
+
+def _sweep_fields(cfg: DictConfig) -> dict[str, Any]:
+    """variant and position in a comparison sweep, for summary.json and W&B; nothing outside one (a
+    harness that labels its own runs, as the benchmark does with `variant`, keeps its labels)."""
+    fields = {
+        "variant": OmegaConf.select(cfg, "sweep.variant"),
+        "position": OmegaConf.select(cfg, "sweep.position"),
+    }
+    return {k: v for k, v in fields.items() if v is not None}
+
+
 def train(cfg: DictConfig) -> Any:
     from wattwise.methods.registry import run_label
     from wattwise.utils.report import format_report
@@ -165,6 +209,9 @@ def train(cfg: DictConfig) -> Any:
     from wattwise.utils.threads import apply_threads
 
     threads = apply_threads(cfg.get("cpu_threads", "auto"))
+    _apply_sweep_settings(cfg)
+    if warmup.wanted(cfg):  # before seeding: the warm-up's draws leave the run's RNG streams alone
+        warmup.warm_up(cfg)
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True, verbose=False)
     parts = build(cfg)
@@ -187,6 +234,9 @@ def train(cfg: DictConfig) -> Any:
         "optim": run_label(cfg),
         "overrides": overrides,
         "seed": cfg.get("seed"),
+        "monitor": cfg.get("monitor"),
+        "mode": cfg.get("mode"),
+        **_sweep_fields(cfg),
         "cpu_threads": torch_threads(),
         "cpu_threads_reason": threads.reason,
         "config_path": str(config_path) if config_path.exists() else None,
@@ -195,8 +245,11 @@ def train(cfg: DictConfig) -> Any:
     }
     # The chosen options as one string ("amp+prune", "none"): a categorical axis for W&B's parallel
     # coordinates (the options' settings are under callbacks.<name>).
-    hparams = redact(OmegaConf.to_container(cfg, resolve=True))  # no API key reaches a logger
-    hparams["optim_set"] = "+".join(summary["optim"]) or "none"
+    hparams = {
+        **redact(OmegaConf.to_container(cfg, resolve=True)),  # no API key reaches a logger
+        "optim_set": "+".join(summary["optim"]) or "none",
+        **_sweep_fields(cfg),  # variant and position at the top, beside seed, for W&B's grouping
+    }
     for lg in loggers.values():
         lg.log_hyperparams(hparams)
 
@@ -213,7 +266,7 @@ def train(cfg: DictConfig) -> Any:
             status = "interrupted"
         elif cfg.get("test", True):
             ckpt = trainer.checkpoint_callback
-            best = getattr(ckpt, "best_model_path", "") or None  # the val/acc one: first in the callbacks
+            best = getattr(ckpt, "best_model_path", "") or None  # the monitored one: first in the callbacks
             results = trainer.test(
                 module,
                 datamodule=datamodule,

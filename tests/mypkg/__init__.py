@@ -6,17 +6,32 @@ contract tests train every energy method on every net here. Constructors take on
 arguments, with their own defaults, as a user's classes would.
 """
 
-from mypkg.data import MyDataModule, SignalDataModule, TokenDataModule
-from mypkg.nets import GRUNet, MyNet, SignalCNN, SmallCNN, TokenTransformer, UserMLP
+from mypkg.data import ForecastDataModule, MyDataModule, SignalDataModule, TokenDataModule
+from mypkg.modules import UserClassifier, UserForecaster
+from mypkg.nets import (
+    GRUNet,
+    LSTMNet,
+    MyNet,
+    PatchTransformer,
+    SignalCNN,
+    SmallCNN,
+    TokenTransformer,
+    UserMLP,
+)
 
 __all__ = [
+    "ForecastDataModule",
+    "UserForecaster",
     "GRUNet",
+    "LSTMNet",
     "MyDataModule",
     "MyNet",
+    "PatchTransformer",
     "SignalCNN",
     "SignalDataModule",
     "SmallCNN",
     "TokenDataModule",
     "TokenTransformer",
+    "UserClassifier",
     "UserMLP",
 ]

@@ -77,3 +77,47 @@ class MyDataModule(_Splits):
         y = torch.randint(0, 2, (320,), generator=g)
         x = torch.randn(320, 1, 8, 8, generator=g) + 2.0 * y.view(-1, 1, 1, 1)
         self._set(x, y, batch_size)
+
+
+class _DictWindows(torch.utils.data.Dataset):
+    """(window, next value) pairs as dicts: {"x": (1, length), "y": (1,)}."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        self.x, self.y = x, y
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        return {"x": self.x[i], "y": self.y[i]}
+
+
+class ForecastDataModule(L.LightningDataModule):
+    """Forecasting: the next value of a noisy multi-sine from the last `length` values; dict batches."""
+
+    num_classes = 1  # one output per sample: the nets' `num_classes` is the forecast's width
+
+    def __init__(self, num_samples: int = 480, length: int = 32, batch_size: int = 32) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(0)
+        t = torch.arange(num_samples + length + 1, dtype=torch.float32)
+        series = torch.sin(t / 5) + 0.5 * torch.sin(t / 13) + 0.1 * torch.randn(len(t), generator=g)
+        x = torch.stack([series[i : i + length] for i in range(num_samples)]).unsqueeze(1)
+        y = series[length : length + num_samples].unsqueeze(1)
+        cut1, cut2 = int(num_samples * 0.7), int(num_samples * 0.85)
+        self.sets = {
+            "train": _DictWindows(x[:cut1], y[:cut1]),
+            "val": _DictWindows(x[cut1:cut2], y[cut1:cut2]),
+            "test": _DictWindows(x[cut2:], y[cut2:]),
+        }
+        self.batch_size = batch_size
+        self.input_shape = (1, length)
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(self.sets["train"], batch_size=self.batch_size, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(self.sets["val"], batch_size=64)
+
+    def test_dataloader(self) -> DataLoader:
+        return DataLoader(self.sets["test"], batch_size=64)

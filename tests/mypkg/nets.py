@@ -116,3 +116,57 @@ class TokenTransformer(nn.Module):
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         h = self.encoder(self.embed(tokens) + self.pos[:, : tokens.shape[1]])
         return self.head(h[:, -1])
+
+
+class LSTMNet(nn.Module):
+    """An input projection, then an LSTM over the time axis of (N, C, length) signals; classifies
+    from the last hidden state.
+
+    torch-pruning fails half-way through pruning the projection's channels out of the LSTM (an
+    `IndexError` with one layer, `assert layer.num_layers==1` with two): prune steps aside on it.
+    """
+
+    def __init__(
+        self,
+        input_shape: Sequence[int],
+        num_classes: int,
+        features: int = 16,
+        hidden: int = 32,
+        num_layers: int = 1,
+    ) -> None:
+        super().__init__()
+        self.proj = nn.Linear(input_shape[0], features)
+        self.lstm = nn.LSTM(features, hidden, num_layers=num_layers, batch_first=True)
+        self.head = nn.Linear(hidden, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out, _ = self.lstm(self.proj(x.transpose(1, 2)))
+        return self.head(out[:, -1])
+
+
+class PatchTransformer(nn.Module):
+    """Patches of a (N, C, length) signal (a strided conv), a Transformer encoder, a `flatten(1)` head.
+
+    torch-pruning's dependency graph gets the flattened tokens wrong (the head's input width no
+    longer matches d_model x tokens after a prune): prune checks the pruned net and steps aside.
+    """
+
+    def __init__(
+        self,
+        input_shape: Sequence[int],
+        num_classes: int,
+        patch: int = 5,
+        d_model: int = 64,
+        nhead: int = 4,
+        num_layers: int = 1,
+    ) -> None:
+        super().__init__()
+        channels, length = int(input_shape[0]), int(input_shape[1])
+        self.patchify = nn.Conv1d(channels, d_model, patch, stride=patch)
+        layer = nn.TransformerEncoderLayer(d_model, nhead, dim_feedforward=2 * d_model, batch_first=True)
+        self.encoder = nn.TransformerEncoder(layer, num_layers, enable_nested_tensor=False)
+        self.head = nn.Linear(d_model * (length // patch), num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        tokens = self.patchify(x).transpose(1, 2)  # (N, tokens, d_model)
+        return self.head(self.encoder(tokens).flatten(1))

@@ -4,11 +4,14 @@
   batch size (the batch-size finder);
 - DDP's model set-up and hook registration: a pruned module is wrapped anew (pruning under DDP);
 - the checkpoint connector's hpc paths and the accelerator connector's cluster environment: the
-  SLURM requeue checkpoint (preemption, resume).
+  SLURM requeue checkpoint (preemption, resume);
+- the checkpoint connector's `resume_start` and `_loaded_checkpoint`: the checkpoint a `fit`/`test`
+  has just read, before the module's weights load from it (prune resizes a pruned net there).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 CHECKED_WITH = "lightning==2.6.6"
@@ -18,10 +21,18 @@ PRIVATE_NAMES = (
     "lightning.pytorch.strategies.ddp.DDPStrategy._register_ddp_hooks",
     "lightning.pytorch.trainer.connectors.checkpoint_connector._CheckpointConnector.hpc_save_path",
     "lightning.pytorch.trainer.connectors.checkpoint_connector._CheckpointConnector._hpc_resume_path",
+    "lightning.pytorch.trainer.connectors.checkpoint_connector._CheckpointConnector.resume_start",
+    "lightning.pytorch.trainer.connectors.checkpoint_connector._CheckpointConnector._loaded_checkpoint",
     "lightning.pytorch.trainer.trainer.Trainer._accelerator_connector",  # instance attribute
     "lightning.pytorch.trainer.trainer.Trainer._checkpoint_connector",  # instance attribute
 )
-INSTANCE_ATTRIBUTES = {"_combined_loader", "_accelerator_connector", "_checkpoint_connector"}
+INSTANCE_ATTRIBUTES = {
+    "_combined_loader",
+    "_accelerator_connector",
+    "_checkpoint_connector",
+    "_loaded_checkpoint",
+}
+_READ_HOOKS = "_wattwise_after_checkpoint_read"
 
 
 def forget_train_loader(trainer: Any) -> None:
@@ -53,3 +64,31 @@ def hpc_save_path(trainer: Any) -> str:
 def hpc_resume_path(trainer: Any) -> str | None:
     """The hpc checkpoint Lightning itself will resume from, if any."""
     return trainer._checkpoint_connector._hpc_resume_path
+
+
+def after_checkpoint_read(trainer: Any, key: str, hook: Callable[[dict[str, Any]], None] | None) -> None:
+    """Call `hook(checkpoint)` each time `trainer` has read a checkpoint to restore from (`fit`,
+    `validate`, `test`, `predict` with a `ckpt_path`, a SLURM requeue), before anything in it is
+    restored: the module's `on_load_checkpoint` and weights come after. `hook=None` removes `key`'s.
+
+    Lightning calls callbacks' `setup` before it reads the checkpoint, but picks the path itself
+    ("best", "last", "hpc") and keeps it private until then; this is the first moment it is known.
+    """
+    connector = trainer._checkpoint_connector
+    hooks: dict[str, Callable[[dict[str, Any]], None]] = connector.__dict__.setdefault(_READ_HOOKS, {})
+    if hook is None:
+        hooks.pop(key, None)
+        return
+    hooks[key] = hook
+    if "resume_start" in connector.__dict__:  # wrapped already (by an earlier call)
+        return
+    original = connector.resume_start
+
+    def resume_start(*args: Any, **kwargs: Any) -> None:
+        original(*args, **kwargs)
+        checkpoint = connector._loaded_checkpoint
+        if checkpoint:
+            for each in list(hooks.values()):
+                each(checkpoint)
+
+    connector.resume_start = resume_start

@@ -11,7 +11,7 @@ import logging
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader, TensorDataset, default_collate
 
 from wattwise.data.loader_settings import AUTO, LoaderSettings, choose_loader_settings
 from wattwise.utils.threads import available_cores
@@ -29,6 +29,35 @@ def split_indices(n: int, val_fraction: float, test_fraction: float, seed: int) 
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     n_val, n_test = round(n * val_fraction), round(n * test_fraction)
     return perm[n_val + n_test :], perm[:n_val], perm[n_val : n_val + n_test]
+
+
+class _Batch(list):
+    """A batch `BatchedTensorDataset` gathered whole: one tensor per leaf, already collated."""
+
+
+class BatchedTensorDataset(TensorDataset):
+    """A `TensorDataset` whose loader batches are one index per tensor, not one read per sample.
+
+    torch's DataLoader hands a whole batch of indices to `__getitems__` where a dataset has one;
+    `collate_batches` then passes the gathered batch on as it is. A loader over an in-memory
+    dataset otherwise reads every sample on its own (`dataset[i]`, a tuple of views) and stacks them
+    (`default_collate`): on small nets that Python per sample cost as much as the training step.
+    The batch is the same (the same rows, dtypes and structure: a list of tensors). A DataLoader
+    over this dataset needs `collate_batches` as its collate_fn: the datamodule's loaders have it,
+    and loaders rebuilt from them (Lightning's distributed sampler, distillation's ordered pass)
+    carry it over; `dataset[i]` reads one sample as a TensorDataset does.
+    """
+
+    def __getitems__(self, indices: list[int]) -> _Batch:
+        index = torch.as_tensor(indices, dtype=torch.long)
+        return _Batch(t[index] for t in self.tensors)
+
+
+def collate_batches(data: object) -> object:
+    """The loaders' collate_fn: a `BatchedTensorDataset` batch as it is, anything else `default_collate`."""
+    if isinstance(data, _Batch):
+        return list(data)
+    return default_collate(data)
 
 
 class TensorDataModule(L.LightningDataModule):
@@ -113,10 +142,14 @@ class TensorDataModule(L.LightningDataModule):
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         bs = self.batch_size if split == "train" else self.eval_batch_size
+        dataset = self.splits[split]
+        if type(dataset) is TensorDataset:  # a view that gathers whole batches (no copy)
+            dataset = BatchedTensorDataset(*dataset.tensors)
         return DataLoader(
-            self.splits[split],
+            dataset,
             batch_size=bs,
             shuffle=shuffle,
+            collate_fn=collate_batches,
             **self._current_loader_settings().dataloader_kwargs(),
         )
 

@@ -17,6 +17,7 @@ Sources, as reported in `energy/source`:
 from __future__ import annotations
 
 import logging
+import os
 import warnings
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -43,12 +44,26 @@ class EnergyReading:
         return sum(parts) if parts else None
 
 
-def _make_zeus_monitor(gpu_index: int | None) -> Any:
-    """Build a ZeusMonitor for one GPU (or none), quieting Zeus's start-up chatter.
+# Where Zeus looks for RAPL (zeus.device.cpu.rapl.rapl_is_available, zeus 0.16): on the host, or
+# mounted into a container. Without either Zeus finds no CPU counter.
+RAPL_DIRS = ("/sys/class/powercap/intel-rapl", "/zeus_sys/class/powercap/intel-rapl")
 
+
+def _rapl_visible() -> bool:
+    return any(os.path.exists(d) for d in RAPL_DIRS)
+
+
+def _make_zeus_monitor(gpu_index: int | None) -> Any:
+    """Build a ZeusMonitor for one GPU (or none), quieting Zeus's start-up chatter; None where
+    Zeus could measure nothing: no GPU to read and no RAPL directory for the CPU.
+
+    Importing Zeus costs about a second of CPU (zeus.monitor imports scipy.signal), which a
+    CPU-only run without RAPL would pay only to learn that its energy is the estimate.
     Zeus logs at INFO that NVML/amdsmi could not be initialised on machines without
     them; we report the outcome ourselves in one line instead.
     """
+    if gpu_index is None and not _rapl_visible():
+        return None
     zeus_logger = logging.getLogger("zeus")
     old_level = zeus_logger.level
     zeus_logger.setLevel(logging.WARNING)
@@ -93,8 +108,9 @@ class EnergyMeter:
         self._zeus_cpu = False
         if mode == "auto":
             self.zeus_monitor = _make_zeus_monitor(gpu_index)
-            self._zeus_gpu = bool(self.zeus_monitor.gpu_indices)
-            self._zeus_cpu = bool(self.zeus_monitor.cpu_indices)
+            if self.zeus_monitor is not None:
+                self._zeus_gpu = bool(self.zeus_monitor.gpu_indices)
+                self._zeus_cpu = bool(self.zeus_monitor.cpu_indices)
         self.source = self._pick_source()
         self._open: dict[str, tuple[EstimateState, bool]] = {}
 

@@ -13,8 +13,9 @@ Each epoch (after the monitor closed it, after the energy methods acted) it
   `budget_gCO2e` (`forecast/stop_reason` says which and by how much).
 At the fit's end it writes `forecast/*` to the summary (the forecast made after
 `forecast_after_epochs` epochs and its error against the real total), and in the run dir the plot
-of validation accuracy against cumulative energy and a model-card snippet; under SLURM it reads the
-job's own accounting (`sacct`) to show beside wattwise's figure.
+of the monitored metric (validation accuracy for the bundled classifier; a loss as a plain number)
+against cumulative energy and a model-card snippet; under SLURM it reads the job's own accounting
+(`sacct`) to show beside wattwise's figure.
 """
 
 from __future__ import annotations
@@ -74,7 +75,7 @@ class EnergyReport(L.Callback):
         window: int = DEFAULT_WINDOW,
         budget_J: float | None = None,
         budget_gCO2e: float | None = None,
-        monitor: str = "val/acc",
+        monitor: str = "auto",
         report_dir: str | None = None,
         plot: bool = True,
         model_card: bool = True,
@@ -110,6 +111,19 @@ class EnergyReport(L.Callback):
         self.slurm: dict[str, Any] = {}
         self._epoch_start_s = 0.0
         self._fitting = True
+
+    def _plotted(self, trainer: L.Trainer) -> str:
+        """The metric the plot draws: `auto` (a plain Trainer; train.py passes the run's monitor) is
+        settled at the first epoch from what validation logged, val/acc else val/loss (utils/monitor.py);
+        with neither the plot stays empty: the report never fails a run."""
+        if self.monitor == "auto":
+            from wattwise.utils.monitor import choose
+
+            try:
+                self.monitor = choose(trainer.callback_metrics)[0]
+            except ConfigError:
+                return "auto"
+        return self.monitor
 
     # ---- what the forecast reads ------------------------------------------------------------------
     @staticmethod
@@ -151,7 +165,7 @@ class EnergyReport(L.Callback):
         self.history.append(EpochCost(energy.epoch_energies_J[-1], energy.time_s - self._epoch_start_s))
         self.cumulative_J.append(float(energy.total_J))
         self.cumulative_s.append(energy.time_s)
-        value = trainer.callback_metrics.get(self.monitor)
+        value = trainer.callback_metrics.get(self._plotted(trainer))
         self.metric.append(float(value) if value is not None else None)
         if len(self.history) < self.forecast_after_epochs:
             return
@@ -276,6 +290,7 @@ class EnergyReport(L.Callback):
                 title,
                 label,
                 forecast=(self.first.total_J, self.first.after_epochs) if self.first else None,
+                metric=self.monitor,
             )
             self.files["report/plot"] = str(path)
 
@@ -316,6 +331,7 @@ class EnergyReport(L.Callback):
             "cumulative_J": list(self.cumulative_J),
             "cumulative_s": list(self.cumulative_s),
             "metric": list(self.metric),
+            "monitor": self.monitor,
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -325,6 +341,8 @@ class EnergyReport(L.Callback):
         self.cumulative_J = list(state_dict.get("cumulative_J", []))
         self.cumulative_s = list(state_dict.get("cumulative_s", []))
         self.metric = list(state_dict.get("metric", []))
+        if self.monitor == "auto" and state_dict.get("monitor"):  # the choice the saved run made
+            self.monitor = str(state_dict["monitor"])
         self.first = None
 
 

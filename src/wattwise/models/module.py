@@ -8,11 +8,20 @@ pruned during training (`+optim=prune`) is resized to the saved shapes before it
 The loss is cross-entropy unless a method changes it through `loss_terms` (see `LossTerm`): a plain
 list, not a submodule, so whatever a term holds (a distillation teacher) stays out of the module's
 checkpoint, parameters and MAC counts.
+
+The metrics are computed where they are read: a step only adds its loss (times its batch size) and
+its predictions to running sums on the device (`MulticlassAccuracy.update`, no argument checks, no
+per-batch value, no sync); the epoch's mean loss and accuracy are logged once, when the epoch's last
+batch is done (before the epoch-end callbacks read them) or at the epoch's end. `self.log` per step
+cost more than the net's forward pass on small nets (Lightning moves and copies its result record
+on every call). The figures are the ones Lightning's `on_epoch` mean gave: the batch-size-weighted
+mean loss and the micro accuracy over the epoch.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
 from typing import Any, Protocol
 
@@ -34,6 +43,14 @@ class LossTerm(Protocol):
     def __call__(self, loss: torch.Tensor, logits: torch.Tensor, batch: Any, stage: str) -> torch.Tensor: ...
 
 
+@dataclass
+class _EpochSums:
+    """A stage's running sums over the epoch so far: loss x batch size (a device tensor) and samples."""
+
+    loss: torch.Tensor | None = None
+    count: int = 0
+
+
 class ClassifierModule(L.LightningModule):
     def __init__(
         self,
@@ -49,10 +66,13 @@ class ClassifierModule(L.LightningModule):
         self.net = net
         self.optimizer_factory = optimizer or partial(torch.optim.Adam, lr=1e-3)
         self.scheduler_factory = scheduler
-        self.train_acc = MulticlassAccuracy(num_classes=num_classes, average="micro")
-        self.val_acc = MulticlassAccuracy(num_classes=num_classes, average="micro")
-        self.test_acc = MulticlassAccuracy(num_classes=num_classes, average="micro")
+        # validate_args=False: the checks run torch.unique on every batch (a device sync on a GPU);
+        # cross_entropy has already rejected labels out of range.
+        self.train_acc = MulticlassAccuracy(num_classes=num_classes, average="micro", validate_args=False)
+        self.val_acc = MulticlassAccuracy(num_classes=num_classes, average="micro", validate_args=False)
+        self.test_acc = MulticlassAccuracy(num_classes=num_classes, average="micro", validate_args=False)
         self.loss_terms: list[LossTerm] = []  # methods append/remove theirs (methods/distill/callback.py)
+        self._sums: dict[str, _EpochSums] = {}  # stage -> this epoch's running sums, not yet logged
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -67,27 +87,91 @@ class ClassifierModule(L.LightningModule):
             loss = term(loss=loss, logits=logits, batch=batch, stage=stage)
         return loss, logits.argmax(dim=1), y
 
+    def _accumulate(self, stage: str, loss: torch.Tensor, preds: torch.Tensor, y: torch.Tensor) -> None:
+        """Add one batch to the stage's running sums (on the device: no sync, no `self.log`)."""
+        sums = self._sums.get(stage)
+        if sums is None:
+            sums = self._sums[stage] = _EpochSums()
+        n = int(y.shape[0])
+        weighted = loss.detach() * n
+        sums.loss = weighted if sums.loss is None else sums.loss + weighted
+        sums.count += n
+        self._metric(stage).update(preds, y)
+
+    def _metric(self, stage: str) -> MulticlassAccuracy:
+        return {"train": self.train_acc, "val": self.val_acc, "test": self.test_acc}[stage]
+
+    def _log_epoch(self, stage: str) -> None:
+        """Log the stage's epoch figures once, from the running sums, and start new sums."""
+        sums = self._sums.pop(stage, None)
+        if sums is None or sums.loss is None or sums.count == 0:
+            return
+        metric = self._metric(stage)
+        acc = metric.compute()  # under DDP torchmetrics sums the counts over the processes here
+        metric.reset()
+        loss = sums.loss / sums.count
+        if stage == "train":
+            self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True)
+            self.log("train/acc", acc, on_step=False, on_epoch=True)
+        else:
+            prog_bar = stage == "val"
+            self.log(f"{stage}/loss", loss, on_epoch=True, prog_bar=prog_bar)
+            self.log(f"{stage}/acc", acc, on_epoch=True, prog_bar=prog_bar)
+
+    def _reset_epoch(self, stage: str) -> None:
+        self._sums.pop(stage, None)
+        self._metric(stage).reset()
+
+    def _last_train_batch(self) -> bool:
+        """Is the batch that just ended the epoch's last (its batch count, the loader's end, max_steps)?"""
+        trainer = self.trainer
+        progress = trainer.fit_loop.epoch_loop.batch_progress
+        if progress.is_last_batch or progress.current.ready >= trainer.num_training_batches:
+            return True
+        return trainer.max_steps is not None and 0 <= trainer.max_steps <= trainer.global_step
+
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss, preds, y = self._step(batch)
-        self.train_acc(preds, y)
-        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True)
-        self.log("train/acc", self.train_acc, on_step=False, on_epoch=True)
+        self._accumulate("train", loss, preds, y)
         return loss
+
+    def on_train_epoch_start(self) -> None:
+        # Steps run outside the fit loop before this (a batch-size search) are not this epoch's.
+        self._reset_epoch("train")
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        # Logged here, at the last batch, so callbacks that read train/* at the epoch's end see it.
+        if "train" in self._sums and self._last_train_batch():
+            self._log_epoch("train")
+
+    def on_train_epoch_end(self) -> None:
+        self._log_epoch("train")  # an epoch cut short (should_stop mid-epoch): what it trained on
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         loss, preds, y = self._step(batch, "val")
-        self.val_acc(preds, y)
-        self.log("val/loss", loss, on_epoch=True, prog_bar=True)
-        self.log("val/acc", self.val_acc, on_epoch=True, prog_bar=True)
+        self._accumulate("val", loss, preds, y)
+
+    def on_validation_epoch_start(self) -> None:
+        self._reset_epoch("val")
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_epoch("val")
 
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         loss, preds, y = self._step(batch, "test")
-        self.test_acc(preds, y)
-        self.log("test/loss", loss, on_epoch=True)
-        self.log("test/acc", self.test_acc, on_epoch=True)
+        self._accumulate("test", loss, preds, y)
+
+    def on_test_epoch_start(self) -> None:
+        self._reset_epoch("test")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_epoch("test")
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Runs before the weights load: resize layers to a saved (e.g. pruned) architecture."""
+        """Runs before the weights load: resize layers to a saved (e.g. pruned) architecture.
+
+        In a Trainer with `+optim=prune` the method has resized them already (a no-op here); this
+        is for `load_from_checkpoint` and runs without the method."""
         from wattwise.methods.shared.structure import restore_structure
 
         restore_structure(self, checkpoint)

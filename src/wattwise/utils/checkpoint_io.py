@@ -5,6 +5,9 @@ traceback. This plugin writes local checkpoints with `atomic_write` (a temporary
 folder, then a rename), so a failed write never replaces `last.ckpt` or the best checkpoint with a
 truncated file, and says in one line (`OutputError`) which file could not be written and why.
 Remote paths (`s3://...`) keep Lightning's own writer.
+
+`LeanModelCheckpoint` is Lightning's `ModelCheckpoint` without its per-step cost where it saves at
+epoch ends only (the run's best and last checkpoints: conf/callbacks/default.yaml, utils/preemption.py).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from wattwise.utils.atomic_write import atomic_write
@@ -31,3 +35,39 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         buffer = io.BytesIO()  # serialised in memory first, as Lightning does: a write error keeps its errno
         torch.save(checkpoint, buffer)
         atomic_write(Path(path), buffer.getbuffer(), "checkpoint")
+
+
+class LeanModelCheckpoint(ModelCheckpoint):
+    """Lightning's `ModelCheckpoint` (the same saves, the same `state_key` in checkpoints), less its
+    per-step work where it saves only at epoch ends.
+
+    Lightning calls every callback's hooks on every step. `ModelCheckpoint` then checks, every step,
+    whether it should save now (it saves per step only with `every_n_train_steps` or
+    `train_time_interval`), and the trainer names the call by `state_key`, a string built from five
+    settings each time. Here a checkpoint that saves only at epoch ends returns at once from the
+    per-step hook, and `state_key` is built again only when one of its settings changed.
+    """
+
+    _state_key_cache: tuple[tuple[Any, ...], str] | None = None
+
+    @property
+    def state_key(self) -> str:
+        settings = (
+            self.monitor,
+            self.mode,
+            self._every_n_train_steps,
+            self._every_n_epochs,
+            self._train_time_interval,
+        )
+        cached = self._state_key_cache
+        if cached is None or cached[0] != settings:
+            key = super().state_key
+            if type(self) is LeanModelCheckpoint:  # Lightning's own key: checkpoints resume either way
+                key = ModelCheckpoint.__qualname__ + key[len(LeanModelCheckpoint.__qualname__) :]
+            cached = self._state_key_cache = (settings, key)
+        return cached[1]
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:  # noqa: ANN001
+        if self._every_n_train_steps < 1 and self._train_time_interval is None:
+            return  # Lightning's hook would return without saving too, after its checks
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)

@@ -1,9 +1,12 @@
-"""The per-run figure: validation accuracy against the energy spent so far (and its carbon), per epoch."""
+"""The per-run figure: the monitored metric (validation accuracy for the bundled classifier) against the
+energy spent so far (and its carbon), per epoch. An accuracy is drawn in %, any other metric as is."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+
+from wattwise.utils.metric_names import is_accuracy
 
 ENERGY_PLOT_FILE = "accuracy_vs_energy.png"
 
@@ -16,20 +19,24 @@ def plot_accuracy_vs_energy(
     title: str,
     energy_label: str,
     forecast: tuple[float, int] | None = None,
+    metric: str = "val/acc",
 ) -> Path:
-    """One point per epoch (joules at the devices, cumulative; accuracy in %), grams CO2e on the top axis;
-    `forecast` (total J, after how many epochs) marks where the early forecast said the fit would end."""
+    """One point per epoch (joules at the devices, cumulative; `metric`'s value, an accuracy in %), grams
+    CO2e on the top axis; `forecast` (total J, after how many epochs) marks where the early forecast said
+    the fit would end. (`accuracy`: the metric's values, by the name it had when it was always val/acc.)"""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    pts = [(j, 100 * a) for j, a in zip(cumulative_J, accuracy) if a is not None]
+    pct = is_accuracy(metric)
+    pts = [(j, 100 * a if pct else a) for j, a in zip(cumulative_J, accuracy) if a is not None]
     fig, ax = plt.subplots(figsize=(5.2, 3.4), dpi=100)
     if pts:
         xs, ys = zip(*pts)
         ax.plot(xs, ys, marker="o", markersize=3, linewidth=1.2)
-        ax.annotate(f"{ys[-1]:.1f} %", (xs[-1], ys[-1]), textcoords="offset points", xytext=(-30, -14))
+        last = f"{ys[-1]:.1f} %" if pct else f"{ys[-1]:.4g}"
+        ax.annotate(last, (xs[-1], ys[-1]), textcoords="offset points", xytext=(-30, -14))
     if forecast is not None:
         ax.axvline(forecast[0], color="0.5", linestyle="--", linewidth=1)
         ax.annotate(
@@ -43,7 +50,7 @@ def plot_accuracy_vs_energy(
             textcoords="offset points",
         )
     ax.set_xlabel(f"energy so far, J ({energy_label})")
-    ax.set_ylabel("validation accuracy, %")
+    ax.set_ylabel("validation accuracy, %" if metric == "val/acc" else f"{metric}, %" if pct else metric)
     ax.grid(True, alpha=0.3)
     if gCO2_per_J > 0:
         top = ax.secondary_xaxis("top", functions=(lambda j: j * gCO2_per_J, lambda g: g / gCO2_per_J))

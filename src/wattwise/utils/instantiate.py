@@ -205,15 +205,34 @@ def build_net(net_cfg: DictConfig, facts: dict[str, Any]) -> torch.nn.Module:
 
 
 def build_module(model_cfg: DictConfig, datamodule: L.LightningDataModule) -> L.LightningModule:
-    """The LightningModule with its net built first (so the net sees the data's shape)."""
+    """The LightningModule, its net built first (so the net sees the data's shape).
+
+    Any LightningModule works by `model._target_`: one in the lightning-hydra-template convention
+    (`__init__(net, optimizer, scheduler)`) gets the net, optimizer and scheduler partials; one that
+    builds its own net gets no `net`. Bundled keys the class does not take are left out (one info
+    line); a key set on the command line is always passed, so a wrong one fails in one line.
+    """
     facts = data_facts(datamodule, model_cfg)
-    net = build_net(model_cfg.net, facts)
-    resolved = OmegaConf.to_container(model_cfg, resolve=True)  # resolve while the parents are still there
-    resolved.pop("net")
-    module_cfg = OmegaConf.create(resolved)
-    extra: dict[str, Any] = {"net": net}
     target = locate("model", model_cfg)
-    names, _ = _accepts(target)
+    names, any_kwargs = _accepts(target)
+    given = _command_line_keys()
+    resolved = OmegaConf.to_container(model_cfg, resolve=True)  # resolve while the parents are still there
+    resolved.pop("net", None)
+    extra: dict[str, Any] = {}
+    if "net" in names or (any_kwargs and "net" in model_cfg):
+        if model_cfg.get("net") is None:
+            raise ConfigError(
+                f"model: {model_cfg._target_} takes a `net`: set model.net._target_=<your net class>"
+            )
+        extra["net"] = build_net(model_cfg.net, facts)
+    dropped = [
+        k
+        for k in resolved
+        if k != "_target_" and not any_kwargs and k not in names and f"model.{k}" not in given
+    ]
+    if dropped:
+        log.info("model: %s takes no %s (bundled keys, left out)", model_cfg._target_, ", ".join(dropped))
+    module_cfg = OmegaConf.create({k: v for k, v in resolved.items() if k not in dropped})
     if "num_classes" in names and "num_classes" not in model_cfg:
         if facts["num_classes"] is None:
             raise ConfigError(
@@ -224,6 +243,12 @@ def build_module(model_cfg: DictConfig, datamodule: L.LightningDataModule) -> L.
     module = build_at("model", module_cfg, **extra)
     check_optimizer(module)
     return module
+
+
+def _command_line_keys() -> set[str]:
+    from wattwise.utils.run_info import command_line_keys
+
+    return set(command_line_keys())
 
 
 def check_optimizer(module: Any) -> None:

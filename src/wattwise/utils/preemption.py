@@ -26,11 +26,11 @@ from typing import Any
 
 import lightning as L
 from lightning.fabric.plugins.environments import SLURMEnvironment
-from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from wattwise.compat import lightning as compat_lightning
+from wattwise.utils.checkpoint_io import LeanModelCheckpoint
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ INTERRUPTIONS = (SystemExit, KeyboardInterrupt)
 RUN_IDENTITY_KEY = "wattwise.run"  # what the run was trained on, for resume checks (utils/resume.py)
 
 
-class LastCheckpoint(ModelCheckpoint):
+class LastCheckpoint(LeanModelCheckpoint):
     """`<dirpath>/last.ckpt` after every epoch and at an interruption (see the module docstring)."""
 
     def __init__(self, dirpath: str, filename: str = "last") -> None:

@@ -64,13 +64,26 @@ def _forecast_rows(s: Mapping[str, Any]) -> list[tuple[str, str]]:
     return rows
 
 
+def _number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
+def _metric_rows(s: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """Accuracy where the module logs it; otherwise the monitored metric and every test metric."""
+    if (acc := s.get("test/acc")) is not None:
+        return [("test accuracy", f"{100 * acc:.2f} %")]
+    if (acc := s.get("val/acc")) is not None and s.get("monitor") in (None, "val/acc"):
+        return [("val accuracy", f"{100 * acc:.2f} %")]
+    rows = [(k, f"{s[k]:.4g}") for k in sorted(s) if k.startswith("test/") and _number(s[k])]
+    monitor = s.get("monitor")
+    if monitor and _number(s.get(monitor)):
+        rows.append((f"{monitor} (monitored, {s.get('mode', '?')})", f"{s[monitor]:.4g}"))
+    return rows
+
+
 def format_report(s: Mapping[str, Any]) -> str:
     """Render a summary dict (see utils/summary.py) as a short aligned table."""
-    rows: list[tuple[str, str]] = []
-    if (acc := s.get("test/acc")) is not None:
-        rows.append(("test accuracy", f"{100 * acc:.2f} %"))
-    elif (acc := s.get("val/acc")) is not None:
-        rows.append(("val accuracy", f"{100 * acc:.2f} %"))
+    rows: list[tuple[str, str]] = _metric_rows(s)
     source = s.get("energy/source", "off")
     total = s.get("energy/total_J")
     if total is not None:

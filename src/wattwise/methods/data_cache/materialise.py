@@ -30,6 +30,7 @@ from torch.utils.data import (
 )
 
 from wattwise.compat.torch import TreeSpec, tree_flatten
+from wattwise.data.base import collate_batches
 
 CHUNK = 1024  # samples collated at a time when reading a dataset sample by sample
 
@@ -86,7 +87,7 @@ def plan_cache(split: str, loader: Any) -> CachePlan:
         raise NotCacheable(f"the {split} data is an iterable dataset, which has no length to cache")
     if loader.batch_size is None:
         raise NotCacheable(f"the {split} loader batches with its own batch_sampler")
-    if loader.collate_fn is not default_collate:
+    if loader.collate_fn not in (default_collate, collate_batches):  # the same batches as default_collate
         raise NotCacheable(f"the {split} loader has its own collate_fn")
     if not isinstance(loader.sampler, SequentialSampler | RandomSampler):
         raise NotCacheable(f"the {split} loader draws with its own sampler ({type(loader.sampler).__name__})")

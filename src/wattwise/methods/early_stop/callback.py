@@ -31,6 +31,7 @@ from wattwise.methods.early_stop.rules import (
 )
 from wattwise.methods.shared.settings import MethodSettings, integer, number, one_of, setting, text
 from wattwise.utils.errors import ConfigError
+from wattwise.utils.monitor import choose
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +43,7 @@ class EarlyStopSettings(MethodSettings):
     """`callbacks.early_stop.*`: the keys, their defaults and their checks (see EarlyStop's Args)."""
 
     monitor: str = setting("val/acc", text())
-    mode: str = setting("max", one_of("min", "max"))
+    mode: str = setting("max", one_of("min", "max", "auto"))
     budget_J: float | None = setting(None, number(low=0, strict=True), optional=True)
     budget_kWh: float | None = setting(None, number(low=0, strict=True), optional=True)
     window: int = setting(8, integer(low=1))
@@ -191,9 +192,30 @@ class EarlyStop(EnergyMethod):
         # The monitor (earlier in the list) has just closed everything before this epoch.
         self._epoch_start_J = (self._monitor.total_J or 0.0) if self._monitor else 0.0
 
+    def on_sanity_check_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Before the first training step: choose an `auto` monitor, or fail on one never logged."""
+        if self._fitting and self.active:
+            self._settle_monitor(trainer)
+
+    def _settle_monitor(self, trainer: L.Trainer) -> None:
+        """`auto` monitor/mode from what validation logged (utils/monitor.py); a missing one fails."""
+        if self.monitor != "auto" and self.mode != "auto":
+            if self.monitor not in trainer.callback_metrics:
+                self._missing_metric(trainer)
+            return
+        try:
+            self.monitor, self.mode, why = choose(trainer.callback_metrics, self.monitor, self.mode)
+        except ConfigError as err:
+            raise ConfigError(f"{KEY}: {err}") from None
+        self.sign = 1.0 if self.mode == "max" else -1.0
+        if trainer.is_global_zero:
+            log.info("early_stop: watching %s (%s): %s", self.monitor, self.mode, why)
+
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking or not self._fitting or not self.active:
             return
+        if "auto" in (self.monitor, self.mode):  # no sanity check ran (num_sanity_val_steps=0)
+            self._settle_monitor(trainer)
         value = trainer.callback_metrics.get(self.monitor)
         if value is None:
             self._missing_metric(trainer)
@@ -312,6 +334,11 @@ class EarlyStop(EnergyMethod):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         if not self._fitting:
             return  # trainer.test(ckpt_path="best") restores callbacks too: keep the fit's history
+        if self.monitor == "auto" and state_dict.get("monitor"):  # the choice the saved run made
+            self.monitor = str(state_dict["monitor"])
+        if self.mode == "auto" and state_dict.get("mode") in ("min", "max"):
+            self.mode = str(state_dict["mode"])
+            self.sign = 1.0 if self.mode == "max" else -1.0
         if state_dict.get("monitor") != self.monitor or state_dict.get("mode") != self.mode:
             log.warning(
                 "Resuming with %s monitor=%s mode=%s, saved with monitor=%s mode=%s: metric history dropped.",

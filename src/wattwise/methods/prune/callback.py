@@ -7,6 +7,7 @@ trainer and acts on them; the parts live beside it:
 - `settings`: the `callbacks.prune.*` keys, defaults and checks (`PruneSettings`);
 - `pruner`: building the torch-pruning pruner, the layers left alone, the ratio a MACs target needs;
 - `step`: one scheduled prune (rank 0's channel choice applied on every rank), Taylor gradients;
+- `guard`: the trial prune at fit start, the check after each prune, the rollback when it broke;
 - `schedule`, `surgery`, `tp_adapter`: the schedule, the tensor surgery, the one torch-pruning door.
 """
 
@@ -25,14 +26,16 @@ from torch import nn
 from wattwise.compat import lightning as compat_lightning
 from wattwise.compat.torch import reset_compiled_graphs
 from wattwise.methods.base import STATUS_ACTIVE, EnergyMethod, StructureChange, announce_structure_change
+from wattwise.methods.prune import guard, tp_adapter
 from wattwise.methods.prune import pruner as pruners
-from wattwise.methods.prune import tp_adapter
 from wattwise.methods.prune.schedule import schedule_ratios
 from wattwise.methods.prune.settings import IMPORTANCES, PruneSettings
 from wattwise.methods.prune.step import Gradients, add_gradients, prune_step, taylor_gradients
 from wattwise.methods.shared.export import export_net, net_from_checkpoint, read_checkpoint, submodule_prefix
 from wattwise.methods.shared.inputs import example_input
 from wattwise.methods.shared.structure import STRUCTURE_KEY, restore_structure, tensor_shapes
+from wattwise.methods.shared.target import target_net
+from wattwise.utils.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +49,8 @@ class Prune(EnergyMethod):
     Its arguments are `PruneSettings`' fields (settings.py: each with its check and a short
     doc; the card's table says more), plus `if_not_applicable`: `fail` (stop with one line) or
     `skip` (train unpruned and say why) where pruning does not apply (a net under
-    `min_base_macs`, one torch-pruning cannot trace or finds nothing to prune in, FSDP/DeepSpeed).
+    `min_base_macs`, one torch-pruning cannot trace, prune or finds nothing to prune in, a prune
+    that broke the net and was rolled back, FSDP/DeepSpeed).
     """
 
     name: ClassVar[str] = "prune"
@@ -137,11 +141,27 @@ class Prune(EnergyMethod):
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
         checkpoint[STRUCTURE_KEY] = tensor_shapes(pl_module)
 
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        """Resize any LightningModule to a pruned checkpoint's shapes before its weights load.
+
+        Lightning reads the checkpoint (`ckpt_path=`, `resume=`, the test pass's best) only after
+        `setup`, and restores the weights right after; the module needs no hook of its own.
+        """
+        super().setup(trainer, pl_module, stage)
+
+        def resize(checkpoint: dict[str, Any]) -> None:
+            if restore_structure(pl_module, checkpoint):
+                log.info("prune: %s resized to the checkpoint's pruned shapes", type(pl_module).__name__)
+
+        compat_lightning.after_checkpoint_read(trainer, self.state_key, resize)
+
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        compat_lightning.after_checkpoint_read(trainer, self.state_key, None)
+
     # ---- set-up -----------------------------------------------------------------------------------
     @staticmethod
     def target_net(pl_module: L.LightningModule) -> nn.Module:
-        net = getattr(pl_module, "net", None)
-        return net if isinstance(net, nn.Module) else pl_module
+        return target_net(pl_module)  # methods/shared/target.py: energy_target_net(), `net`, or the module
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         reason = self._not_applicable(trainer, pl_module)
@@ -167,7 +187,12 @@ class Prune(EnergyMethod):
         if any(s in strategy for s in ("FSDP", "DeepSpeed", "ModelParallel")):
             return f"pruning under {strategy} is not supported (use a single device or ddp)"
         net = self._net = self.target_net(pl_module)
-        self._example = example_input(trainer.datamodule, net, self.settings.input_shape, KEY)
+        try:  # no sample to trace the net with: not a bad setting when the user gave no shape
+            self._example = example_input(trainer.datamodule, net, self.settings.input_shape, KEY)
+        except ConfigError as err:
+            if self.settings.input_shape is not None:
+                raise
+            return str(err)
         if self.base_macs is None:  # a fresh run (a resumed one has them in its state)
             self.base_macs, self.base_params = count_macs_params(net, self._example[:1])
             self.macs, self.params = self.base_macs, self.base_params
@@ -180,10 +205,13 @@ class Prune(EnergyMethod):
         return None
 
     def _set_up_pruner(self, trainer: L.Trainer, pl_module: L.LightningModule) -> str | None:
-        """Build the pruner (after finding the ratio for a MACs target); why not, if it cannot."""
+        """Build the pruner (after finding the ratio for a MACs target) and try a prune on a copy;
+        why not, if it cannot. Nothing torch-pruning raises gets out: it becomes the reason."""
         net, example, s = self._net, self._example, self.settings
-        num_classes = getattr(pl_module.hparams, "num_classes", None) or getattr(
-            trainer.datamodule, "num_classes", None
+        num_classes = (  # the head's width, left alone; else the width of what the net returns
+            getattr(pl_module.hparams, "num_classes", None)
+            or getattr(trainer.datamodule, "num_classes", None)
+            or guard.output_width(net, example)
         )
         ignored = pruners.ignored_modules(net, self.ignored_layers, num_classes)
         try:
@@ -195,6 +223,13 @@ class Prune(EnergyMethod):
             self.pruner = pruners.build_pruner(net, example, s, self.final_ratio, self.n_steps, ignored)
         except pruners.NotPrunable as err:
             return str(err)
+        except Exception as err:  # noqa: BLE001 - e.g. the MACs target's trial prunes of copies
+            return f"torch-pruning cannot prune {type(net).__name__} ({guard.one_line(err)}); {guard.WAY_OUT}"
+        if self.steps_done < self.n_steps:  # a prune is to come: one on a copy must leave a net that runs
+            reason = guard.trial_prune(net, example, s, self._ratio(self.steps_done + 1), num_classes)
+            if reason is not None:
+                self.pruner = None
+                return reason
         if self._pruner_state is None:
             self._pruner_state = tp_adapter.capture_state(self.pruner, net)
         else:  # resumed: the pruner was built on the pruned net; give it the original widths
@@ -209,8 +244,10 @@ class Prune(EnergyMethod):
         """How many prunes the schedule has made by the start of `epoch`."""
         return max(0, min(self.n_steps, epoch - self.settings.start_epoch + 1))
 
-    def _ratio(self) -> float:
-        return schedule_ratios(self.final_ratio or 0.0, self.n_steps, self.settings.schedule)[self.steps_done]
+    def _ratio(self, steps: int | None = None) -> float:
+        """The cumulative channel ratio after `steps` prunes (default: those done)."""
+        k = self.steps_done if steps is None else min(steps, self.n_steps)
+        return schedule_ratios(self.final_ratio or 0.0, self.n_steps, self.settings.schedule)[k]
 
     def on_before_optimizer_step(
         self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer: Any
@@ -227,9 +264,19 @@ class Prune(EnergyMethod):
         due = self._due(trainer.current_epoch)
         if due <= self.steps_done:
             return
-        while self.steps_done < due:
-            with taylor_gradients(self._net, self.pruner, self.settings.importance, self._grad_acc):
-                self.steps_done = prune_step(self._net, self.pruner, trainer.strategy, trainer.optimizers)
+        steps_before = self.steps_done
+
+        def prune() -> None:
+            while self.steps_done < due:
+                with taylor_gradients(self._net, self.pruner, self.settings.importance, self._grad_acc):
+                    self.steps_done = prune_step(self._net, self.pruner, trainer.strategy, trainer.optimizers)
+
+        problem = guard.prune_or_roll_back(self._net, self._example, trainer.optimizers, prune)
+        if problem is not None:  # the net and optimizers are as they were before this epoch's prune
+            self.steps_done, self.pruner = steps_before, None
+            undone = f"rolled back to the net before it; {guard.WAY_OUT}"
+            self.step_aside(f"{problem} at epoch {trainer.current_epoch}; {undone}", trainer)
+            return
         self._after_prune(trainer, pl_module)
         self._record_prune(trainer, pl_module)
 

@@ -25,6 +25,10 @@ KEY = "callbacks.prune"
 Gradients = dict[nn.Parameter, torch.Tensor]
 
 
+class RanksDisagree(RuntimeError):
+    """The ranks' pruning groups differ: a bug to report, not a net to step aside on."""
+
+
 def add_gradients(net: nn.Module, summed: Gradients) -> None:
     """Add each parameter's current gradient (as fp32, after unscaling and the DDP all-reduce)."""
     for p in net.parameters():
@@ -76,7 +80,7 @@ def prune_step(net: nn.Module, pruner: Any, strategy: Any, optimizers: list[Any]
             plan.append((names.get(root, repr(root)), idxs))
         plan0 = strategy.broadcast(plan, src=0)
         if [n for n, _ in plan0] != [n for n, _ in plan]:
-            raise RuntimeError(f"{KEY}: ranks disagree on the pruning groups: {plan0} vs {plan}")
+            raise RanksDisagree(f"{KEY}: ranks disagree on the pruning groups: {plan0} vs {plan}")
         for group, (_, idxs) in zip(groups, plan0):
             if idxs:
                 prune_group(tp_adapter.regroup(pruner, group, idxs), net, optimizers)

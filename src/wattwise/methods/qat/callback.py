@@ -34,6 +34,7 @@ from wattwise.methods.qat.layers import (
     split_layers,
     state_bytes,
     strip_fake_quant,
+    trial_fake_quant,
 )
 from wattwise.methods.shared.settings import MethodSettings, boolean, integer, one_of, setting
 from wattwise.methods.shared.target import target_net
@@ -141,6 +142,17 @@ class Qat(EnergyMethod):
         """An int8 copy of `net` (fake-quantised or float), torchao's converted Linear layers."""
         return convert_to_int8(net, self.layers, self.granularity, self.group_size)
 
+    def _trial(self, trainer: L.Trainer, net: nn.Module) -> str | None:
+        """Fake-quantise a copy and run a real batch through it (none found: nothing to check)."""
+        from wattwise.methods.shared.inputs import real_inputs
+
+        x = real_inputs(getattr(trainer, "datamodule", None))
+        if x is None:
+            return None
+        ref = next(iter(net.parameters()), None)
+        x = x.to(ref.device) if ref is not None else x
+        return trial_fake_quant(net, self.layers, self.granularity, self.group_size, x)
+
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         super().setup(trainer, pl_module, stage)
         self._stage = stage  # `test` restores callback states too: only a fit's restore counts
@@ -155,6 +167,9 @@ class Qat(EnergyMethod):
             self.step_aside(
                 "the net has no nn.Linear layer (torchao's int8 QAT handles Linear only)", trainer
             )
+            return
+        if not self.prepared and (why := self._trial(trainer, net)) is not None:
+            self.step_aside(why, trainer)
             return
         self.status = STATUS_WAITING if not self.prepared else STATUS_FAKE_QUANT
         if self.kept_float and trainer.is_global_zero:

@@ -107,3 +107,23 @@ def insert_fake_quant(net: nn.Module, layers: list[str], granularity: str, group
         QATConfig(base_config(granularity, group_size), step="prepare"),
         filter_fn=lambda m, fqn: fqn in names,
     )
+
+
+def trial_fake_quant(
+    net: nn.Module, layers: list[str], granularity: str, group_size: int, x: Any
+) -> str | None:
+    """Why fake-quantising `layers` breaks `net` on a real batch `x`, or None when it runs.
+
+    Run on a copy before the real net is touched: torchao's fake quantisers assume 2-D
+    activations in some layouts (a Linear inside a recurrent net sees (N, L, C)), and a failure
+    there must become a one-line step-aside, not a traceback mid-training.
+    """
+    trial = copy.deepcopy(net)
+    try:
+        insert_fake_quant(trial, layers, granularity, group_size)
+        with torch.no_grad():
+            trial(x)
+    except Exception as err:  # noqa: BLE001 - any error from torchao or the net is the reason
+        text = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        return f"torchao's fake-quantised net fails on a real batch ({type(err).__name__}: {text})"
+    return None

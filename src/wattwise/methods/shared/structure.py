@@ -1,7 +1,9 @@
 """A net's architecture as tensor shapes: saved in checkpoints, rebuilt before weights load.
 
-`restore_structure` is what `ClassifierModule.on_load_checkpoint` calls, so `ckpt_path=...`,
-`trainer.test(ckpt_path="best")` and `load_from_checkpoint` rebuild a pruned net's widths first.
+`restore_structure` is what the prune method calls right after Lightning reads a checkpoint (any
+LightningModule: `ckpt_path=...`, `resume=`, `trainer.test(ckpt_path="best")`), and what
+`ClassifierModule.on_load_checkpoint` calls (`load_from_checkpoint`, outside a Trainer), so a
+pruned net's widths are rebuilt before its weights load.
 `sync_attributes` makes a resized layer's size attributes (`out_features`, `embed_dim`, ...)
 agree with its tensors, after a prune as after a restore.
 """
