@@ -174,3 +174,23 @@ def test_the_cli_refuses_crafted_checkpoints_in_one_line(evil, genuine, tmp_path
     trusted = results["trusted old"]
     assert trusted["rc"] == 0, trusted["stderr"][-3000:]
     assert "trust_checkpoint=true" in trusted["stdout"] + trusted["stderr"]  # the warning
+
+
+def test_a_requeued_jobs_hpc_checkpoint_is_loaded_weights_only(evil, monkeypatch):
+    """Under SLURM the pre-check reads the hpc checkpoint Lightning will resume from: same refusal."""
+    from lightning.fabric.plugins.environments import SLURMEnvironment
+    from omegaconf import OmegaConf
+
+    from wattwise.compat import lightning as compat_lightning
+    from wattwise.utils.resume import check_resume
+
+    run_dir, marker = evil
+    hpc = run_dir / "hpc_ckpt_1.ckpt"
+    shutil.copy(run_dir / "checkpoints" / "last.ckpt", hpc)
+    monkeypatch.setattr(SLURMEnvironment, "detect", staticmethod(lambda: True))
+    monkeypatch.setattr(compat_lightning, "hpc_resume_path", lambda trainer: str(hpc))
+    trainer = SimpleNamespace(is_global_zero=True, default_root_dir=str(run_dir))
+    with pytest.raises(ConfigError) as err:
+        check_resume(OmegaConf.create({"ckpt_path": None}), trainer, torch.nn.Linear(1, 1), None, [])
+    _refused(err.value, hpc)
+    assert not marker.exists()
