@@ -9,6 +9,7 @@ log) and neither stdout nor stderr holds any key, while the provider still recei
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
 
 from cli_fork import run_forked
 from conftest import SMALL
@@ -19,7 +20,7 @@ from wattwise.utils.secrets import REDACTED, hide_secret_overrides, redact, reda
 
 
 def test_secret_overrides_are_hidden_and_redacted(monkeypatch):
-    monkeypatch.delenv("WATTWISE_SECRET_OVERRIDES", raising=False)
+    monkeypatch.setenv("WATTWISE_SECRET_OVERRIDES", "{}")  # restored (unset) after the test
     args = ["model=mlp", "energy.provider.api_key=k1", "+logger.x.api_key=k2", "seed=1"]
     assert hide_secret_overrides(args) == ["model=mlp", "seed=1"]
     assert redact_overrides(args)[1:3] == [
@@ -34,38 +35,58 @@ def test_secret_overrides_are_hidden_and_redacted(monkeypatch):
     }
 
 
+def _energy_file_with_key(tmp_path: Path, key: str) -> Path:
+    """A config group file of the user's own (on hydra.searchpath) that sets the provider's key."""
+    folder = tmp_path / "my_conf" / "energy"
+    folder.mkdir(parents=True)
+    (folder / "with_key.yaml").write_text(f"defaults:\n  - auto\nprovider:\n  api_key: {key}\n")
+    return tmp_path / "my_conf"
+
+
 def test_no_key_reaches_any_file_of_the_run_or_its_output(tmp_path):
-    keys = {name: f"{name}-{uuid.uuid4().hex}" for name in ("override", "env", "wandb")}
+    """Keys by override (run a) and by the user's config file (run b), with W&B and env keys set."""
+    keys = {name: f"{name}-{uuid.uuid4().hex}" for name in ("override", "env", "wandb", "file")}
+    conf = _energy_file_with_key(tmp_path, keys["file"])
     script = Script(latest=200.0)
     with fake_provider(script) as url:
-        case = {
-            "args": [
-                "data=digits",
-                "model=mlp",
-                *SMALL,
-                "logger=many",
-                "energy.region=DE",
-                f"energy.provider.endpoint={url}",
-                f"energy.provider.api_key={keys['override']}",
-                f"hydra.run.dir={tmp_path / 'run'}",
-            ],
-            "cwd": str(tmp_path),
-            "env": {
-                "ELECTRICITYMAPS_API_KEY": keys["env"],
-                "WANDB_API_KEY": keys["wandb"],
-                "WANDB_MODE": "offline",
-            },
-            "timeout": 120,
-            "out": str(tmp_path / "logs"),
+        by = {
+            "a": [f"energy.provider.api_key={keys['override']}"],
+            "b": [f"hydra.searchpath=[file://{conf}]", "energy=with_key"],
         }
-        (result,) = run_forked([case], tmp_path / "fork")
-    assert result["rc"] == 0, result["stderr"][-3000:]
-    assert [r["token"] for r in script.requests][:1] == [keys["override"]]  # the key still works
-    files = [p for p in (tmp_path / "run").rglob("*") if p.is_file()]
-    names = {p.relative_to(tmp_path / "run").as_posix() for p in files}
-    assert {".hydra/config.yaml", ".hydra/overrides.yaml", "summary.json", "model_card.md"} <= names
-    assert any(n.startswith("wandb/") for n in names) and "csv/hparams.yaml" in names
-    for key in keys.values():
-        assert key not in result["stdout"] + result["stderr"]
-        for p in files:
-            assert key.encode() not in p.read_bytes(), (key, p)
+        cases = [
+            {
+                "args": [
+                    "data=digits",
+                    "model=mlp",
+                    *SMALL,
+                    "logger=many",
+                    *extra,
+                    "energy.region=DE",
+                    f"energy.provider.endpoint={url}",
+                    f"hydra.run.dir={tmp_path / run}",
+                ],
+                "cwd": str(tmp_path),
+                "env": {
+                    "ELECTRICITYMAPS_API_KEY": keys["env"],
+                    "WANDB_API_KEY": keys["wandb"],
+                    "WANDB_MODE": "offline",
+                },
+                "timeout": 120,
+                "out": str(tmp_path / "logs" / run),
+            }
+            for run, extra in by.items()
+        ]
+        results = run_forked(cases, tmp_path / "fork")
+    for result in results:
+        assert result["rc"] == 0, result["stderr"][-3000:]
+    sent = sorted({r["token"] for r in script.requests})
+    assert sent == sorted([keys["override"], keys["file"]])  # each run's key still reached the provider
+    for run, result in zip(by, results, strict=True):
+        files = [p for p in (tmp_path / run).rglob("*") if p.is_file()]
+        names = {p.relative_to(tmp_path / run).as_posix() for p in files}
+        assert {".hydra/config.yaml", ".hydra/overrides.yaml", "summary.json", "model_card.md"} <= names
+        assert any(n.startswith("wandb/") for n in names) and "csv/hparams.yaml" in names
+        for key in keys.values():
+            assert key not in result["stdout"] + result["stderr"]
+            for p in files:
+                assert key.encode() not in p.read_bytes(), (key, p)

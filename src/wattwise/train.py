@@ -23,7 +23,13 @@ from wattwise.sweep import in_multirun, launcher_info
 from wattwise.utils.errors import ConfigError, OutputError, exit_with_error
 from wattwise.utils.run_dirs import register_run_dir_resolvers
 from wattwise.utils.safe_load import TRUST_KEY, set_trust, weights_only_for_lightning
-from wattwise.utils.secrets import hide_secret_overrides, redact, redact_overrides, restore_secret_overrides
+from wattwise.utils.secrets import (
+    hide_secret_overrides,
+    redact,
+    redact_overrides,
+    restore_secret_overrides,
+    scrub_saved_config,
+)
 from wattwise.utils.summary import save_summary
 from wattwise.utils.validate import validate_config
 
@@ -313,9 +319,19 @@ def train(cfg: DictConfig) -> Any:
     return objective
 
 
+def _saved_config_dir() -> str | None:
+    """Where Hydra saved this job's config (`<run dir>/.hydra`), or None when it saves none."""
+    from hydra.core.hydra_config import HydraConfig
+
+    hc = HydraConfig.get()
+    subdir = hc.output_subdir
+    return str(Path(hc.runtime.output_dir) / subdir) if subdir else None
+
+
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
 def _hydra_entry(cfg: DictConfig) -> Any:
     restore_secret_overrides(cfg)  # taken off the command line in main(), so Hydra saved none
+    scrub_saved_config(_saved_config_dir())  # and one a config file set is redacted in the saved copy
     try:
         return train(cfg)
     except (ConfigError, OutputError) as err:

@@ -80,3 +80,19 @@ def restore_secret_overrides(cfg: DictConfig) -> None:
     with open_dict(cfg):
         for key, value in hidden.items():
             OmegaConf.update(cfg, str(key), value, force_add=True)
+
+
+def scrub_saved_config(hydra_dir: str | os.PathLike[str] | None) -> bool:
+    """Redact a key that came from a config file (not the command line) in Hydra's saved copy,
+    `<run dir>/.hydra/config.yaml`; True when something was redacted."""
+    from pathlib import Path
+
+    if hydra_dir is None or not (Path(hydra_dir) / "config.yaml").is_file():
+        return False
+    path = Path(hydra_dir) / "config.yaml"
+    saved = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+    clean = redact(saved)
+    if clean == saved:
+        return False
+    OmegaConf.save(OmegaConf.create(clean), path)
+    return True
