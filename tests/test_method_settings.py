@@ -85,3 +85,89 @@ def test_every_registered_method_has_its_settings_class() -> None:
     classes = method_classes()
     assert len(classes) >= 9
     assert all(settings_class(cls) is not None for cls in classes.values())
+
+
+# ---- the same bad values through the config, and the rules between keys --------------------------
+def _as_override(value: Any) -> str:
+    """A value as a command-line override writes it (true, nan, [1, 2], 'x')."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, str):
+        return repr(value)
+    return str(list(value) if isinstance(value, tuple) else value).replace("'", "")
+
+
+def _config_cases() -> list[Any]:
+    """(method, {key: bad value, ...}): each bad value alone, then each forbidden combination."""
+    cases = []
+    for name in sorted(method_classes()):
+        settings = _settings_of(name)
+        for field, values in settings.bad_values().items():
+            for value in values:
+                cases.append(pytest.param(name, {field: value}, id=f"{name}.{field}={value!r}"))
+        for combo in settings.bad_combinations():
+            cases.append(pytest.param(name, combo, id=f"{name}:{'+'.join(combo)}"))
+    return cases
+
+
+@pytest.fixture(scope="module")
+def composed(tmp_path_factory) -> Any:
+    """`+optim=<name>` composed once per method: the callbacks node the CLI builds from."""
+    from conftest import compose_cfg
+    from hydra.core.global_hydra import GlobalHydra
+    from omegaconf import OmegaConf
+
+    found: dict[str, Any] = {}
+
+    def node(name: str) -> Any:
+        if name not in found:
+            cfg = compose_cfg(tmp_path_factory.mktemp(name), [f"+optim={name}"])
+            found[name] = OmegaConf.to_container(cfg.callbacks[name], resolve=True)
+            GlobalHydra.instance().clear()
+        return found[name]
+
+    return node
+
+
+@pytest.mark.parametrize(("name", "values"), _config_cases())
+def test_a_bad_setting_in_the_config_fails_in_one_line_naming_its_key(composed, name, values) -> None:
+    """The config path the CLI takes (`callbacks.<name>.<key>=...` -> the constructor): one line."""
+    from omegaconf import OmegaConf, open_dict
+
+    from wattwise.utils.instantiate import build_dict
+
+    node = OmegaConf.create(composed(name))
+    with open_dict(node):
+        for field, value in values.items():
+            node[field] = list(value) if isinstance(value, tuple) else value
+    with pytest.raises(ConfigError) as err:
+        build_dict(OmegaConf.create({name: node}), "callbacks")
+    message = str(err.value)
+    assert f"callbacks.{name}" in message and "\n" not in message, message
+    assert any(field in message for field in values), message
+
+
+@pytest.mark.parametrize("name", sorted(method_classes()))
+def test_a_bad_setting_stops_the_run_before_anything_is_written(tmp_path, name) -> None:
+    """End to end for each method (its first bad value, and its first forbidden combination): the
+    run raises the one-line ConfigError before training; its run dir holds no summary or checkpoint."""
+    from conftest import compose_cfg
+    from hydra.core.global_hydra import GlobalHydra
+
+    from wattwise.train import train
+
+    settings = _settings_of(name)
+    field, values = next(iter(settings.bad_values().items()))
+    tries = [{field: values[0]}, *settings.bad_combinations()[:1]]
+    for i, bad in enumerate(tries):
+        overrides = [f"+optim={name}", *(f"callbacks.{name}.{k}={_as_override(v)}" for k, v in bad.items())]
+        cfg = compose_cfg(tmp_path / str(i), overrides)
+        try:
+            with pytest.raises(ConfigError) as err:
+                train(cfg)
+        finally:
+            GlobalHydra.instance().clear()
+        assert f"callbacks.{name}" in str(err.value) and "\n" not in str(err.value), str(err.value)
+        run_dir = tmp_path / str(i) / "run"
+        written = sorted(p.name for p in run_dir.rglob("*")) if run_dir.exists() else []
+        assert not {"summary.json", "last.ckpt", "metrics.csv"} & set(written), written

@@ -22,6 +22,14 @@ from wattwise.methods.registry import register_recipes
 from wattwise.sweep import in_multirun, launcher_info
 from wattwise.utils.errors import ConfigError, OutputError, exit_with_error
 from wattwise.utils.run_dirs import register_run_dir_resolvers
+from wattwise.utils.safe_load import TRUST_KEY, set_trust, weights_only_for_lightning
+from wattwise.utils.secrets import (
+    hide_secret_overrides,
+    redact,
+    redact_overrides,
+    restore_secret_overrides,
+    scrub_saved_config,
+)
 from wattwise.utils.summary import save_summary
 from wattwise.utils.validate import validate_config
 
@@ -85,8 +93,6 @@ def _choose_monitor(cfg: DictConfig, module: Any, datamodule: Any) -> None:
 
 def build(cfg: DictConfig) -> dict[str, Any]:
     """Instantiate datamodule, module, callbacks (ordered by `optim.assemble`), loggers and trainer."""
-    from hydra.utils import instantiate
-
     from wattwise.methods.assemble import assemble
     from wattwise.utils.instantiate import build_at, build_datamodule, build_dict, build_module
     from wattwise.utils.run_info import command_line_keys
@@ -94,7 +100,7 @@ def build(cfg: DictConfig) -> dict[str, Any]:
     datamodule = build_datamodule(cfg.data)
     module = build_module(cfg.model, datamodule)
     _choose_monitor(cfg, module, datamodule)  # before any callback reads ${monitor}
-    energy = instantiate(cfg.energy) if cfg.get("energy") is not None else None
+    energy = build_at("energy", cfg.energy) if cfg.get("energy") is not None else None
     callbacks = _without_switched_off(build_dict(cfg.get("callbacks"), "callbacks"), cfg.trainer)
     parts = assemble(callbacks, energy, cfg.trainer, command_line_keys())
     loggers = build_dict(cfg.get("logger"), "logger")
@@ -202,6 +208,7 @@ def train(cfg: DictConfig) -> Any:
 
     _quiet_known_noise()
     validate_config(cfg)
+    set_trust(cfg.get(TRUST_KEY) is True)  # every checkpoint load is weights-only unless opted in
 
     import lightning as L
 
@@ -225,7 +232,7 @@ def train(cfg: DictConfig) -> Any:
     check_resume(cfg, trainer, module, datamodule, parts["methods"])
 
     run_dir = Path(cfg.paths.output_dir)
-    overrides = hydra_overrides()
+    overrides = redact_overrides(hydra_overrides())
     config_path = run_dir / ".hydra" / "config.yaml"
     summary: dict[str, Any] = {
         "status": "running",
@@ -245,7 +252,7 @@ def train(cfg: DictConfig) -> Any:
     # The chosen options as one string ("amp+prune", "none"): a categorical axis for W&B's parallel
     # coordinates (the options' settings are under callbacks.<name>).
     hparams = {
-        **OmegaConf.to_container(cfg, resolve=True),
+        **redact(OmegaConf.to_container(cfg, resolve=True)),  # no API key reaches a logger
         "optim_set": "+".join(summary["optim"]) or "none",
         **_sweep_fields(cfg),  # variant and position at the top, beside seed, for W&B's grouping
     }
@@ -254,14 +261,25 @@ def train(cfg: DictConfig) -> Any:
 
     status, fit_metrics, test_metrics, summary_error = "failed", {}, {}, None
     try:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        trainer.fit(
+            module,
+            datamodule=datamodule,
+            ckpt_path=cfg.get("ckpt_path"),
+            weights_only=weights_only_for_lightning(),
+        )
         fit_metrics = dict(trainer.callback_metrics)
         if trainer.interrupted:
             status = "interrupted"
         elif cfg.get("test", True):
             ckpt = trainer.checkpoint_callback
             best = getattr(ckpt, "best_model_path", "") or None  # the monitored one: first in the callbacks
-            results = trainer.test(module, datamodule=datamodule, ckpt_path=best, verbose=False)
+            results = trainer.test(
+                module,
+                datamodule=datamodule,
+                ckpt_path=best,
+                verbose=False,
+                weights_only=weights_only_for_lightning(),
+            )
             test_metrics = dict(results[0]) if results else {}
             status = "completed"
         else:
@@ -301,8 +319,19 @@ def train(cfg: DictConfig) -> Any:
     return objective
 
 
+def _saved_config_dir() -> str | None:
+    """Where Hydra saved this job's config (`<run dir>/.hydra`), or None when it saves none."""
+    from hydra.core.hydra_config import HydraConfig
+
+    hc = HydraConfig.get()
+    subdir = hc.output_subdir
+    return str(Path(hc.runtime.output_dir) / subdir) if subdir else None
+
+
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
 def _hydra_entry(cfg: DictConfig) -> Any:
+    restore_secret_overrides(cfg)  # taken off the command line in main(), so Hydra saved none
+    scrub_saved_config(_saved_config_dir())  # and one a config file set is redacted in the saved copy
     try:
         return train(cfg)
     except (ConfigError, OutputError) as err:
@@ -324,6 +353,7 @@ def main() -> None:
 
     try:
         sys.argv[1:] = expand_resume(sys.argv[1:])  # resume=<run dir>: its overrides and checkpoint
+        sys.argv[1:] = hide_secret_overrides(sys.argv[1:])  # API keys never reach Hydra's saved files
     except ConfigError as err:
         exit_with_error(str(err))
     _hydra_entry()

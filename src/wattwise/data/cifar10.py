@@ -30,10 +30,34 @@ TRAIN_FILES = [f"data_batch_{i}" for i in range(1, 6)]
 TEST_FILE = "test_batch"
 
 
+# What the CIFAR-10 python batches hold: dicts, lists, bytes and numpy arrays. Nothing else is
+# built, so a batch file swapped for a crafted pickle cannot call code while it is read.
+_NUMPY_GLOBALS = {
+    ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
+    ("_codecs", "encode"),  # how protocol 2 writes bytes: str -> bytes, no side effects
+}
+
+
+class _ArraysOnly(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> object:
+        if (module, name) in _NUMPY_GLOBALS:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"{module}.{name} is not part of a CIFAR-10 batch")
+
+
 def _read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    with path.open("rb") as f:
-        d = pickle.load(f, encoding="bytes")
-    x = np.asarray(d[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
+    try:
+        with path.open("rb") as f:
+            d = _ArraysOnly(f, encoding="bytes").load()
+        x = np.asarray(d[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
+    except (pickle.UnpicklingError, EOFError, KeyError, TypeError, ValueError) as err:
+        raise ConfigError(
+            f"data.data_dir: {path} is not a CIFAR-10 python batch ({err}); delete it and download again "
+            "with data.download=true"
+        ) from None
     return x, np.asarray(d[b"labels"], dtype=np.int64)
 
 

@@ -23,6 +23,7 @@ from wattwise.compat import lightning as compat_lightning
 from wattwise.methods.shared.structure import STRUCTURE_KEY
 from wattwise.utils.errors import ConfigError
 from wattwise.utils.preemption import RUN_IDENTITY_KEY
+from wattwise.utils.safe_load import load_checkpoint as load_checkpoint_file
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +71,9 @@ def load_checkpoint(path: str) -> dict[str, Any]:
     if not os.access(p, os.R_OK):
         raise ConfigError(f"ckpt_path={path} is not readable (permission denied). Fix its permissions.")
     try:
-        checkpoint = torch.load(p, map_location="cpu", weights_only=False, mmap=True)
+        checkpoint = load_checkpoint_file(p, "ckpt_path", mmap=True)
+    except ConfigError:
+        raise  # weights_only refused it: the one line naming trust_checkpoint
     except Exception as err:
         others = sorted(str(q) for q in p.parent.glob("*.ckpt") if q != p)
         alternative = f" Resume from an intact one, e.g. ckpt_path={others[-1]}" if others else ""

@@ -43,10 +43,71 @@ def _check_dir(key: str, path: str | None) -> None:
         )
 
 
+def _known_top_level_keys() -> set[str]:
+    """The keys conf/train.yaml sets and the config groups its defaults list names."""
+    from omegaconf import OmegaConf
+
+    from wattwise.config_dir import CONF_DIR
+
+    train_yaml = OmegaConf.load(Path(CONF_DIR) / "train.yaml")
+    groups = set()
+    for entry in train_yaml.get("defaults") or []:
+        if isinstance(entry, str):
+            continue
+        groups.update(str(k).split("@")[0].removeprefix("override ").strip("/") for k in entry)
+    return {str(k) for k in train_yaml if k != "defaults"} | groups | {"hydra"}
+
+
+def _check_top_level_keys(cfg: DictConfig) -> None:
+    """`+no_such_key=1` is a typo, not a setting: wattwise would ignore it silently."""
+    unknown = sorted(set(map(str, cfg)) - _known_top_level_keys())
+    if unknown:
+        raise ConfigError(
+            f"{unknown[0]} is not a wattwise setting (no top-level key of that name in conf/train.yaml). "
+            f"Check its spelling, or remove +{unknown[0]}=..."
+        )
+
+
+def _boolean(cfg: DictConfig, key: str) -> None:
+    from omegaconf import OmegaConf
+
+    value = OmegaConf.select(cfg, key)
+    if value is not None and not isinstance(value, bool):
+        raise ConfigError(f"{key} must be true or false, got {value!r}")
+
+
+def _check_epochs_bounded(cfg: DictConfig) -> None:
+    """`trainer.max_epochs=null` with nothing else bounding the fit is Lightning's 1000 epochs."""
+    from omegaconf import OmegaConf
+
+    trainer = OmegaConf.select(cfg, "trainer")
+    if trainer is None or "max_epochs" not in trainer or trainer.get("max_epochs") is not None:
+        return
+    if trainer.get("max_steps", -1) in (None, -1) and trainer.get("max_time") is None:
+        raise ConfigError(
+            "trainer.max_epochs is null and neither trainer.max_steps nor trainer.max_time bounds the "
+            "fit: Lightning would train 1000 epochs. Try trainer.max_epochs=10."
+        )
+
+
+def _check_metric_names(cfg: DictConfig, key: str) -> None:
+    """A metric name setting: null, a non-empty string, or a list of them."""
+    from omegaconf import OmegaConf
+
+    value = OmegaConf.select(cfg, key)
+    names = list(value) if OmegaConf.is_list(value) else [value] if value is not None else []
+    for name in names:
+        if not isinstance(name, str) or not name.strip():
+            raise ConfigError(f"{key} must name a logged metric (e.g. {key}=test/acc), got {name!r}")
+
+
 def validate_config(cfg: DictConfig) -> None:
     """Raise ConfigError for the first setting that cannot work."""
     from omegaconf import OmegaConf
 
+    _check_top_level_keys(cfg)
+    if OmegaConf.select(cfg, "data.batch_size", default=0) is None:
+        raise ConfigError("data.batch_size must be a positive integer, got None. Try data.batch_size=64.")
     _positive_int(cfg, "data.batch_size", "Try data.batch_size=64.")
     _positive_int(cfg, "data.eval_batch_size", "Leave it null to use max(batch_size, 256).")
     _positive_int(cfg, "trainer.max_epochs", "Try trainer.max_epochs=10.")
@@ -71,6 +132,10 @@ def validate_config(cfg: DictConfig) -> None:
         raise ConfigError(
             f"ckpt_path={ckpt} is not a file. Pass a checkpoint, e.g. <run dir>/checkpoints/last.ckpt"
         )
+    _boolean(cfg, "trust_checkpoint")
+    _boolean(cfg, "test")
     seed = OmegaConf.select(cfg, "seed")
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-        raise ConfigError(f"seed must be an integer, got {seed!r}")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32):
+        raise ConfigError(f"seed must be an integer from 0 to {2**32 - 1} (numpy's range), got {seed!r}")
+    _check_epochs_bounded(cfg)
+    _check_metric_names(cfg, "optimized_metric")

@@ -51,6 +51,10 @@ class BatchSizeSettings(MethodSettings):
     profile_dir: str | None = setting(None, optional=True, doc="profile cache folder (null: none)")
     joint_power: bool = setting(False, boolean(), doc="search batch size and power limit together")
 
+    @classmethod
+    def bad_combinations(cls) -> tuple[dict[str, Any], ...]:
+        return ({"min_batch_size": 64, "max_batch_size": 32}, {"candidates": [32, 32]})
+
     def check(self, key: str) -> None:
         if self.max_batch_size < self.min_batch_size:
             raise ConfigError(

@@ -46,7 +46,7 @@ def read_baseline(spec: str | None) -> dict[str, Any] | None:
         raise ConfigError(
             f"callbacks.distill.baseline={spec}: cannot read a summary.json there ({err})"
         ) from None
-    if summary.get("energy/total_J") is None:
+    if not isinstance(summary, dict) or summary.get("energy/total_J") is None:
         raise ConfigError(f"callbacks.distill.baseline={spec}: its summary.json has no energy/total_J")
     return summary
 

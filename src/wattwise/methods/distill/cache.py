@@ -19,6 +19,7 @@ never read a half-written cache (two jobs building at once write the same bytes)
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import tempfile
 from collections.abc import Callable, Iterable
@@ -29,6 +30,9 @@ from typing import Any
 import torch
 
 from wattwise.utils.errors import ConfigError
+from wattwise.utils.safe_load import load_checkpoint
+
+log = logging.getLogger(__name__)
 
 CACHE_FORMAT = 1
 _INT_VIEW = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
@@ -124,12 +128,26 @@ def sorted_unique_keys(batches: Iterable[torch.Tensor]) -> torch.Tensor:
 
 
 def load(path: Path) -> LogitCache | None:
+    """The cached logits, or None (missing; damaged or another format: warned once, built again).
+
+    Read with weights_only=True: a cache is tensors and plain metadata, and one that holds more is
+    refused (ConfigError naming trust_checkpoint), like any checkpoint a run is handed."""
     if not path.exists():
         return None
-    state = torch.load(path, map_location="cpu", weights_only=False)
-    if state.get("format") != CACHE_FORMAT:
+    try:
+        state = load_checkpoint(path, "callbacks.distill.cache")
+        if not isinstance(state, dict) or state.get("format") != CACHE_FORMAT:
+            raise ValueError("not a logit cache of this format")
+        keys, logits, meta = state["keys"], state["logits"], state["meta"]
+        tensors = isinstance(keys, torch.Tensor) and isinstance(logits, torch.Tensor)
+        if not tensors or not isinstance(meta, dict):
+            raise ValueError("its keys, logits or metadata have the wrong types")
+    except ConfigError:
+        raise
+    except Exception as err:  # noqa: BLE001 - truncated, not a torch file: a cache is rebuilt, not fatal
+        log.warning("Ignoring the unreadable teacher-logit cache %s (%s); building it again.", path, err)
         return None
-    return LogitCache(state["keys"], state["logits"], dict(state["meta"]))
+    return LogitCache(keys, logits, dict(meta))
 
 
 def save(path: Path, cache: LogitCache) -> None:

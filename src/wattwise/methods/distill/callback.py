@@ -79,6 +79,10 @@ class DistillSettings(MethodSettings):
         True, boolean(), doc="false: the teacher's training is a sunk cost"
     )
 
+    @classmethod
+    def bad_combinations(cls) -> tuple[dict[str, Any], ...]:
+        return ({"teacher": {"hidden": [8]}},)  # a node teacher without its _target_
+
     def check(self, key: str) -> None:
         if isinstance(self.teacher, Mapping | DictConfig) and "_target_" not in self.teacher:
             raise ConfigError(f"{key}.teacher must name its net class: {{_target_: <net class>, ...}}")

@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from wattwise.utils.errors import ConfigError
+from wattwise.utils.safe_load import load_checkpoint
 
 KEY = "callbacks.distill.teacher"
 
@@ -52,9 +53,16 @@ def best_checkpoint(run_dir: Path) -> Path:
     ckpt_dir = run_dir / "checkpoints"
     last = ckpt_dir / "last.ckpt"
     if last.exists():
-        state = torch.load(last, map_location="cpu", weights_only=False)
-        for name, cb_state in state.get("callbacks", {}).items():
-            best = cb_state.get("best_model_path") if "ModelCheckpoint" in name else None
+        try:
+            state = load_checkpoint(last, KEY)
+        except ConfigError:
+            raise  # weights_only refused it: one line naming trust_checkpoint
+        except Exception as err:  # noqa: BLE001 - truncated or not a checkpoint: the same one line
+            raise ConfigError(f"{KEY}={run_dir}: cannot read {last} ({type(err).__name__})") from None
+        callbacks = state.get("callbacks") if isinstance(state, Mapping) else None
+        for name, cb_state in (callbacks if isinstance(callbacks, Mapping) else {}).items():
+            best = cb_state.get("best_model_path") if "ModelCheckpoint" in str(name) else None
+            best = best if isinstance(best, str) else None
             for candidate in (Path(best), ckpt_dir / Path(best).name) if best else ():
                 if candidate.exists():
                     return candidate
@@ -75,9 +83,10 @@ def _read_summary(run_dir: Path | None) -> dict[str, Any] | None:
     if path is None or not path.exists():
         return None
     try:
-        return json.loads(path.read_text())
+        summary = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
+    return summary if isinstance(summary, dict) else None
 
 
 def _net_node(run_dir: Path) -> DictConfig:
@@ -89,6 +98,38 @@ def _net_node(run_dir: Path) -> DictConfig:
         return OmegaConf.create(OmegaConf.to_container(node, resolve=True))
     except Exception:  # noqa: BLE001 - e.g. ${hydra:...} outside a Hydra run: keep it as written
         return OmegaConf.create(OmegaConf.to_container(node, resolve=False))
+
+
+def _targets(node: Any) -> list[str]:
+    """Every `_target_` in a config node, nested ones included."""
+    if isinstance(node, Mapping | DictConfig):
+        own = [str(node["_target_"])] if "_target_" in node else []
+        return own + [t for k, v in node.items() if k != "_target_" for t in _targets(v)]
+    if isinstance(node, list | tuple) or OmegaConf.is_list(node):
+        return [t for v in node for t in _targets(v)]
+    return []
+
+
+def _check_run_targets(node: DictConfig, run_dir: Path) -> None:
+    """A run dir's config is a file someone handed over, like its checkpoint: every `_target_` it
+    would instantiate must be an nn.Module class (a net), not any callable, unless trusted."""
+    from hydra.utils import get_class
+
+    from wattwise.utils.safe_load import TRUST_KEY, trusted
+
+    if trusted():
+        return
+    for target in _targets(node):
+        try:
+            ok = issubclass(get_class(target), nn.Module)
+        except Exception:  # noqa: BLE001 - not importable, or not a class
+            ok = False
+        if not ok:
+            raise ConfigError(
+                f"{KEY}={run_dir}: its .hydra/config.yaml names {target} in model.net, which is not a "
+                f"torch net class; refused. If the run dir comes from a source you trust, set "
+                f"{TRUST_KEY}=true"
+            )
 
 
 # ---- building ---------------------------------------------------------------------------------------
@@ -125,9 +166,14 @@ def _load_weights(net: nn.Module, path: Path, key: str) -> None:
     from wattwise.methods.shared.structure import restore_structure
 
     try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
+        state = load_checkpoint(path, key)
+    except ConfigError:
+        raise  # weights_only refused it: one line naming trust_checkpoint
     except Exception as err:  # noqa: BLE001 - any unreadable file is the same one-line error
-        raise ConfigError(f"{key}: cannot read {path} ({type(err).__name__}: {err})") from None
+        first = (str(err).splitlines() or [""])[0][:200]
+        raise ConfigError(f"{key}: cannot read {path} ({type(err).__name__}: {first})") from None
+    if not isinstance(state, Mapping):
+        raise ConfigError(f"{key}: {path} holds a {type(state).__name__}, not a checkpoint or state dict")
     weights, structure = _net_weights(state)
     restore_structure(net, structure)  # a pruned teacher: resize to its saved shapes first
     try:
@@ -171,7 +217,9 @@ def load_teacher(spec: Any, weights: str | None, facts: Mapping[str, Any]) -> Te
             )
         if not (run_dir / ".hydra" / "config.yaml").exists():
             raise ConfigError(f"{KEY}={spec}: not a wattwise run dir (no .hydra/config.yaml)")
-        net = _build(_net_node(run_dir), facts, KEY)
+        node = _net_node(run_dir)
+        _check_run_targets(node, run_dir)
+        net = _build(node, facts, KEY)
         _load_weights(net, ckpt, KEY)
         described, home, summary = f"{ckpt}", ckpt.resolve().parent, _read_summary(run_dir)
     net.eval()

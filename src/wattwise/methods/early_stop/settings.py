@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from wattwise.methods.shared.settings import MethodSettings, integer, number, one_of, setting, text
 from wattwise.utils.errors import ConfigError
@@ -30,6 +31,10 @@ class EarlyStopSettings(MethodSettings):
     point: float = setting(0.01, number(low=0, strict=True))
     confidence: float = setting(0.9, number(low=0.5, high=1, high_open=True))
     min_epochs: int = setting(8, integer(low=3))
+
+    @classmethod
+    def bad_combinations(cls) -> tuple[dict[str, Any], ...]:
+        return ({"budget_J": 1000.0, "budget_kWh": 0.1},)
 
     def check(self, key: str) -> None:
         if self.budget_J is not None and self.budget_kWh is not None:

@@ -4,6 +4,7 @@ precision and world size, through the shared keyed cache (methods/shared/profile
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 from typing import Any
 
@@ -51,8 +52,8 @@ def profile_path(profile_dir: Path | None, key: dict[str, Any]) -> Path | None:
 
 def _check(measurements: list[dict[str, Any]]) -> None:
     fields = ("power_limit", "energy", "time", "steps")
-    if not measurements or not all(m[f] > 0 for m in measurements for f in fields):
-        raise ValueError("empty or non-positive measurements")
+    if not measurements or not all(0 < m[f] < math.inf for m in measurements for f in fields):
+        raise ValueError("empty, non-positive or infinite measurements")
 
 
 def load_cached(path: Path | None) -> list[dict[str, float]] | None:

@@ -31,7 +31,7 @@ from wattwise.methods.prune import pruner as pruners
 from wattwise.methods.prune.schedule import schedule_ratios
 from wattwise.methods.prune.settings import IMPORTANCES, PruneSettings
 from wattwise.methods.prune.step import Gradients, add_gradients, prune_step, taylor_gradients
-from wattwise.methods.shared.export import export_net, net_from_checkpoint, submodule_prefix
+from wattwise.methods.shared.export import export_net, net_from_checkpoint, read_checkpoint, submodule_prefix
 from wattwise.methods.shared.inputs import example_input
 from wattwise.methods.shared.structure import STRUCTURE_KEY, restore_structure, tensor_shapes
 from wattwise.methods.shared.target import target_net
@@ -331,7 +331,7 @@ class Prune(EnergyMethod):
         prefix = submodule_prefix(pl_module, self._net)
         if not path or not Path(path).is_file() or prefix is None:
             return self._net, last
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        ckpt = read_checkpoint(path, "best checkpoint")  # weights only (methods/shared/export.py)
         net = net_from_checkpoint(self._net, ckpt, prefix)
         return net, {"weights": "best", "epoch": int(ckpt.get("epoch", -1)), "checkpoint": str(path)}
 

@@ -226,13 +226,13 @@ class Qat(EnergyMethod):
 
     def _best_net(self, trainer: L.Trainer, pl_module: L.LightningModule) -> nn.Module:
         """The net with the best checkpoint's weights (what `test` uses), else as it ended."""
-        from wattwise.methods.shared.export import net_from_checkpoint, submodule_prefix
+        from wattwise.methods.shared.export import net_from_checkpoint, read_checkpoint, submodule_prefix
 
         best = getattr(trainer.checkpoint_callback, "best_model_path", "") or ""
         prefix = submodule_prefix(pl_module, target_net(pl_module))
         if not best or not Path(best).is_file() or prefix is None:
             return target_net(pl_module)
-        checkpoint = torch.load(best, map_location="cpu", weights_only=False)
+        checkpoint = read_checkpoint(best, "best checkpoint")  # weights only
         return net_from_checkpoint(target_net(pl_module), checkpoint, prefix)
 
     def _example(self, trainer: L.Trainer) -> torch.Tensor | None:

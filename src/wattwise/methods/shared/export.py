@@ -17,6 +17,8 @@ from torch import nn
 
 from wattwise.methods.shared.structure import STRUCTURE_KEY, restore_structure
 from wattwise.utils.atomic_write import save_atomically
+from wattwise.utils.errors import ConfigError
+from wattwise.utils.safe_load import load_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +59,8 @@ def _export_program(model: nn.Module, example: torch.Tensor) -> tuple[Any, str]:
 def export_net(net: nn.Module, example: torch.Tensor, out_dir: Path, program: bool = True) -> dict[str, str]:
     """Write `net` for inference: `pruned_net.pt` (whole module) and `pruned_net.pt2` (torch.export).
 
-    Load with `torch.load("pruned_net.pt", weights_only=False)` (needs the net's class importable) or
+    Load with `torch.load("pruned_net.pt", weights_only=False)` (a whole module is a pickle: only a file
+    you wrote yourself; needs the net's class importable) or
     `torch.export.load("pruned_net.pt2").module()` (needs only torch). Returns the paths written
     (`module`, `program`) and which input dimensions the program leaves free (`dynamic`).
     """
@@ -104,3 +107,12 @@ def net_from_checkpoint(net: nn.Module, checkpoint: dict[str, Any], prefix: str)
     restore_structure(out, {STRUCTURE_KEY: shapes})
     out.load_state_dict(state)
     return out
+
+
+def read_checkpoint(path: str | Path, key: str) -> dict[str, Any]:
+    """A checkpoint the export reads (the best one), weights only: a ckpt_path or resume can point
+    the checkpoint callback's `best_model_path` at any file, so it is loaded like a user's file."""
+    checkpoint = load_checkpoint(path, key)
+    if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict"), dict):
+        raise ConfigError(f"{key}={path} is not a Lightning checkpoint (it has no state_dict)")
+    return checkpoint

@@ -62,6 +62,8 @@ def read_records(
     field, version = stamp
     try:
         data = json.loads(path.read_text())
+        if not isinstance(data, dict):
+            raise ValueError(f"a JSON {type(data).__name__}, not an object")
         if data.get(field) != version:
             raise ValueError(f"format {data.get(field)}, not {version}")
         if key is not None and data.get("key") != key:
@@ -71,7 +73,7 @@ def read_records(
             raise TypeError("measurements is not a list")
         if check is not None:
             check(records)
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, ArithmeticError, RecursionError) as err:
         log.warning("Ignoring the unreadable %s %s (%s); measuring again.", what, path, err)
         return None
     return records

@@ -13,7 +13,7 @@ Each method declares its config keys once:
 and builds them in its constructor with `EarlyStopSettings.build("callbacks.early_stop", **kw)`.
 The keys, their defaults and their one-line errors ("callbacks.early_stop.window must be an
 integer >= 1, got 0") come from that one definition; the generated bad-input tests read it too
-(`bad_values()`).
+(`bad_values()`, and `bad_combinations()` for the rules between keys).
 """
 
 from __future__ import annotations
@@ -126,6 +126,12 @@ class MethodSettings:
 
     def check(self, key: str) -> None:
         """Rules between settings (override); each raises ConfigError naming the keys."""
+
+    @classmethod
+    def bad_combinations(cls) -> tuple[dict[str, Any], ...]:
+        """Settings that each pass alone but that `check` must refuse together (override where a
+        method has such rules); the generated bad-input tests read them beside `bad_values()`."""
+        return ()
 
     @classmethod
     def bad_values(cls) -> dict[str, tuple[Any, ...]]:
