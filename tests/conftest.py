@@ -80,6 +80,21 @@ def train_in_process(
     return json.loads((run_dir / "summary.json").read_text()), run_dir
 
 
+LIBRARY_LOGGERS = ("lightning", "lightning.pytorch", "lightning.fabric", "wattwise", "zeus")
+
+
+@pytest.fixture(autouse=True)
+def library_log_levels_restored():
+    """The benchmarks quiet these loggers when they run (bench/*.py quiet()); a test that runs one in
+    this process must not silence wattwise's warnings for the tests after it in the same worker."""
+    import logging
+
+    levels = {name: logging.getLogger(name).level for name in LIBRARY_LOGGERS}
+    yield
+    for name, level in levels.items():
+        logging.getLogger(name).setLevel(level)
+
+
 @pytest.fixture(autouse=True)
 def no_native_bf16(monkeypatch):
     """The CPU has no native bf16 in every test, on every machine (last round `make test` failed on

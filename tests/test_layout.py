@@ -189,3 +189,17 @@ def test_private_dependency_names_only_in_the_compat_modules():
                 ]
             hits += [f"{path.relative_to(SRC)}:{node.lineno}: {n}" for n in used if n in names]
     assert not hits, hits
+
+
+MAX_FUNCTION_LINES = 60
+
+
+def test_no_function_over_60_lines():
+    over = []
+    for path in SRC.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                n = node.end_lineno - node.lineno + 1
+                if n > MAX_FUNCTION_LINES:
+                    over.append(f"{path.relative_to(SRC)}:{node.lineno} {node.name} ({n} lines)")
+    assert not over, f"split these functions (at most {MAX_FUNCTION_LINES} lines): {over}"

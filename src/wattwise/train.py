@@ -200,12 +200,8 @@ def _sweep_fields(cfg: DictConfig) -> dict[str, Any]:
     return {k: v for k, v in fields.items() if v is not None}
 
 
-def train(cfg: DictConfig) -> Any:
-    from wattwise.methods.registry import run_label
-    from wattwise.utils.report import format_report
-    from wattwise.utils.resume import check_resume
-    from wattwise.utils.run_info import device_description, hydra_overrides, versions
-
+def _prepare(cfg: DictConfig) -> Any:
+    """Checks, threads, sweep settings, warm-up and seed, before anything is built; the thread choice."""
     _quiet_known_noise()
     validate_config(cfg)
     set_trust(cfg.get(TRUST_KEY) is True)  # every checkpoint load is weights-only unless opted in
@@ -220,25 +216,21 @@ def train(cfg: DictConfig) -> Any:
         warmup.warm_up(cfg)
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True, verbose=False)
-    parts = build(cfg)
-    trainer, module, datamodule, loggers = (
-        parts["trainer"],
-        parts["module"],
-        parts["datamodule"],
-        parts["loggers"],
-    )
-    # A ckpt_path (or a requeued job's own checkpoint) must be readable, complete and of this net,
-    # data and methods: one line before training, not a traceback after it.
-    check_resume(cfg, trainer, module, datamodule, parts["methods"])
+    return threads
+
+
+def _start_summary(cfg: DictConfig, threads: Any) -> dict[str, Any]:
+    """summary.json's head: what ran, with which settings, where (figures are added at the end)."""
+    from wattwise.methods.registry import run_label
+    from wattwise.utils.run_info import hydra_overrides, versions
 
     run_dir = Path(cfg.paths.output_dir)
-    overrides = redact_overrides(hydra_overrides())
     config_path = run_dir / ".hydra" / "config.yaml"
-    summary: dict[str, Any] = {
+    return {
         "status": "running",
         "run_dir": str(run_dir),
         "optim": run_label(cfg),
-        "overrides": overrides,
+        "overrides": redact_overrides(hydra_overrides()),
         "seed": cfg.get("seed"),
         "monitor": cfg.get("monitor"),
         "mode": cfg.get("mode"),
@@ -249,6 +241,9 @@ def train(cfg: DictConfig) -> Any:
         "versions": versions(),
         "launcher": launcher_info(),  # multirun jobs only; warns when jobs share a device
     }
+
+
+def _log_hyperparameters(cfg: DictConfig, summary: dict[str, Any], loggers: dict[str, Any]) -> None:
     # The chosen options as one string ("amp+prune", "none"): a categorical axis for W&B's parallel
     # coordinates (the options' settings are under callbacks.<name>).
     hparams = {
@@ -259,31 +254,78 @@ def train(cfg: DictConfig) -> Any:
     for lg in loggers.values():
         lg.log_hyperparams(hparams)
 
+
+def _fit_and_test(cfg: DictConfig, parts: dict[str, Any]) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    """(status, fit metrics, test metrics): the fit, then the test pass on the best checkpoint."""
+    trainer, module, datamodule = parts["trainer"], parts["module"], parts["datamodule"]
+    trainer.fit(
+        module,
+        datamodule=datamodule,
+        ckpt_path=cfg.get("ckpt_path"),
+        weights_only=weights_only_for_lightning(),
+    )
+    fit_metrics = dict(trainer.callback_metrics)
+    if trainer.interrupted:
+        return "interrupted", fit_metrics, {}
+    if not cfg.get("test", True):
+        return "completed", fit_metrics, {}
+    best = getattr(trainer.checkpoint_callback, "best_model_path", "") or None  # the monitored one
+    results = trainer.test(
+        module,
+        datamodule=datamodule,
+        ckpt_path=best,
+        verbose=False,
+        weights_only=weights_only_for_lightning(),
+    )
+    return "completed", fit_metrics, dict(results[0]) if results else {}
+
+
+def _finish(
+    parts: dict[str, Any], summary: dict[str, Any], status: str, fit: dict[str, Any], test: dict[str, Any]
+) -> OutputError | None:
+    """On rank 0: the figures into summary.json and the loggers, the loggers closed, the table printed."""
+    from wattwise.utils.report import format_report
+    from wattwise.utils.run_info import device_description
+
+    trainer, loggers = parts["trainer"], parts["loggers"]
+    energy = parts["callbacks"].get("energy")
+    summary.update(
+        status=status,
+        device=device_description(trainer),
+        energy_source=energy.source if energy else "off",
+        energy_method=energy.meter.describe() if energy and energy.meter else None,
+        epochs=trainer.current_epoch,
+        global_step=trainer.global_step,
+    )
+    summary.update(_final_metrics(trainer, fit, test))
+    loader_settings = getattr(parts["datamodule"], "loader_settings", None)  # TensorDataModule's choice
+    if hasattr(loader_settings, "summary_figures"):
+        summary.update(loader_settings.summary_figures())
+    summary_error = save_summary(Path(summary["run_dir"]), summary)  # a full disk: one line, figures logged
+    try:
+        _log_final(loggers, {k: v for k, v in summary.items() if "/" in k}, trainer.global_step)
+    finally:
+        _finish_loggers(loggers, status)
+        print("\n" + format_report(summary), flush=True)  # also for failed and interrupted runs
+    return summary_error
+
+
+def train(cfg: DictConfig) -> Any:
+    """Validate, build, fit, test; summary.json and the table whatever happens; the sweep objective."""
+    from wattwise.utils.resume import check_resume
+
+    threads = _prepare(cfg)
+    parts = build(cfg)
+    # A ckpt_path (or a requeued job's own checkpoint) must be readable, complete and of this net,
+    # data and methods: one line before training, not a traceback after it.
+    check_resume(cfg, parts["trainer"], parts["module"], parts["datamodule"], parts["methods"])
+    summary = _start_summary(cfg, threads)
+    _log_hyperparameters(cfg, summary, parts["loggers"])
+
+    trainer = parts["trainer"]
     status, fit_metrics, test_metrics, summary_error = "failed", {}, {}, None
     try:
-        trainer.fit(
-            module,
-            datamodule=datamodule,
-            ckpt_path=cfg.get("ckpt_path"),
-            weights_only=weights_only_for_lightning(),
-        )
-        fit_metrics = dict(trainer.callback_metrics)
-        if trainer.interrupted:
-            status = "interrupted"
-        elif cfg.get("test", True):
-            ckpt = trainer.checkpoint_callback
-            best = getattr(ckpt, "best_model_path", "") or None  # the monitored one: first in the callbacks
-            results = trainer.test(
-                module,
-                datamodule=datamodule,
-                ckpt_path=best,
-                verbose=False,
-                weights_only=weights_only_for_lightning(),
-            )
-            test_metrics = dict(results[0]) if results else {}
-            status = "completed"
-        else:
-            status = "completed"
+        status, fit_metrics, test_metrics = _fit_and_test(cfg, parts)
     except Exception as err:
         summary["error"] = f"{type(err).__name__}: {err}"
         raise
@@ -292,25 +334,7 @@ def train(cfg: DictConfig) -> Any:
         if status != "completed" and trainer.interrupted and "error" not in summary:
             status = "interrupted"
         if trainer.is_global_zero:
-            energy = parts["callbacks"].get("energy")
-            summary.update(
-                status=status,
-                device=device_description(trainer),
-                energy_source=energy.source if energy else "off",
-                energy_method=energy.meter.describe() if energy and energy.meter else None,
-                epochs=trainer.current_epoch,
-                global_step=trainer.global_step,
-            )
-            summary.update(_final_metrics(trainer, fit_metrics, test_metrics))
-            loader_settings = getattr(datamodule, "loader_settings", None)  # TensorDataModule's choice
-            if hasattr(loader_settings, "summary_figures"):
-                summary.update(loader_settings.summary_figures())
-            summary_error = save_summary(run_dir, summary)  # a full disk: one line, the figures logged
-            try:
-                _log_final(loggers, {k: v for k, v in summary.items() if "/" in k}, trainer.global_step)
-            finally:
-                _finish_loggers(loggers, status)
-                print("\n" + format_report(summary), flush=True)  # also for failed and interrupted runs
+            summary_error = _finish(parts, summary, status, fit_metrics, test_metrics)
     if summary_error is not None:
         raise summary_error
     objective = _objective(cfg, summary)

@@ -65,6 +65,43 @@ def _check_flag(key: str, value: Any) -> None:
         raise ConfigError(f"data.{key} must be auto, true or false, got {value!r}")
 
 
+def _workers(
+    num_workers: int | str, data_in_memory: bool, on_cuda: bool, cores: int, reasons: list[str]
+) -> int:
+    """The worker count (rules in the module doc); its reason appended to `reasons`."""
+    if num_workers != AUTO:
+        reasons.append("num_workers set by data.num_workers")
+        return int(num_workers)
+    if data_in_memory:
+        reasons.append(
+            "0 workers: the data is in memory as tensors (workers would only add start-up and IPC)"
+        )
+        return 0
+    if on_cuda:
+        workers = max(0, min(MAX_WORKERS_GPU, cores - 1))
+        reasons.append(
+            f"{workers} workers: decoded per sample, GPU run, {cores} cores (one left for training)"
+        )
+        return workers
+    workers = max(0, min(MAX_WORKERS_CPU, cores - 1))
+    reasons.append(f"{workers} workers: decoded per sample, CPU run, {cores} cores (for training threads)")
+    return workers
+
+
+def _pinned(pin_memory: bool | str, on_cuda: bool, accelerator: str, reasons: list[str]) -> bool:
+    """Whether batches are pinned (only a CUDA run has anything to copy to); its reason appended."""
+    if pin_memory == AUTO:
+        reasons.append("pinned: training on CUDA" if on_cuda else f"not pinned: training on {accelerator}")
+        return on_cuda
+    if pin_memory and not on_cuda:
+        reasons.append(
+            f"data.pin_memory=true, but training on {accelerator}: not pinned (nothing to copy to)"
+        )
+        return False
+    reasons.append("pin_memory set by data.pin_memory")
+    return bool(pin_memory)
+
+
 def choose_loader_settings(
     *,
     num_workers: int | str = AUTO,
@@ -84,38 +121,8 @@ def choose_loader_settings(
         require_int("data.prefetch_factor", prefetch_factor, 1, allow_none=True)
     on_cuda = accelerator == "cuda"
     reasons: list[str] = []
-
-    if num_workers == AUTO:
-        if data_in_memory:
-            workers = 0
-            reasons.append(
-                "0 workers: the data is in memory as tensors (workers would only add start-up and IPC)"
-            )
-        elif on_cuda:
-            workers = max(0, min(MAX_WORKERS_GPU, cores - 1))
-            reasons.append(
-                f"{workers} workers: decoded per sample, GPU run, {cores} cores (one left for training)"
-            )
-        else:
-            workers = max(0, min(MAX_WORKERS_CPU, cores - 1))
-            reasons.append(
-                f"{workers} workers: decoded per sample, CPU run, {cores} cores (for training threads)"
-            )
-    else:
-        workers = int(num_workers)
-        reasons.append("num_workers set by data.num_workers")
-
-    if pin_memory == AUTO:
-        pin = on_cuda
-        reasons.append("pinned: training on CUDA" if pin else f"not pinned: training on {accelerator}")
-    elif pin_memory and not on_cuda:
-        pin = False
-        reasons.append(
-            f"data.pin_memory=true, but training on {accelerator}: not pinned (nothing to copy to)"
-        )
-    else:
-        pin = bool(pin_memory)
-        reasons.append("pin_memory set by data.pin_memory")
+    workers = _workers(num_workers, data_in_memory, on_cuda, cores, reasons)
+    pin = _pinned(pin_memory, on_cuda, accelerator, reasons)
 
     if persistent_workers == AUTO:
         persistent = workers > 0
