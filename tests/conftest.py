@@ -22,6 +22,67 @@ os.environ.setdefault("MPLCONFIGDIR", "/tmp/wattwise-mpl")
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 
+
+def _cache_parsed_config_files() -> None:
+    """Parse each Hydra config file once per test process (keyed by path and mtime).
+
+    A test composes the real configs hundreds of times, and half of a short run's time went into
+    Hydra reading and parsing the same YAML files again. Only the parse is cached: Hydra still
+    builds its defaults list and composes each config afresh, from a copy of the parsed file.
+    """
+    import copy
+
+    from hydra._internal.sources_registry import SourcesRegistry
+    from hydra.core.plugins import Plugins
+    from hydra.plugins.config_source import ConfigResult
+    from omegaconf import OmegaConf
+
+    Plugins.instance()  # its scan re-imports the config-source modules: patch the classes it registered
+    FileConfigSource = SourcesRegistry.instance().resolve("file")  # noqa: N806
+    ImportlibResourcesConfigSource = SourcesRegistry.instance().resolve("pkg")  # noqa: N806
+
+    original = FileConfigSource.load_config
+    parsed: dict[str, tuple[int, Any, dict, str, str]] = {}
+
+    def load_config(self: Any, config_path: str) -> Any:
+        full = os.path.realpath(os.path.join(self.path, self._normalize_file_name(config_path)))
+        try:
+            stamp = os.stat(full).st_mtime_ns
+        except OSError:
+            return original(self, config_path)
+        hit = parsed.get(full)
+        if hit is None or hit[0] != stamp:
+            result = original(self, config_path)
+            data = OmegaConf.to_container(result.config, resolve=False)
+            parsed[full] = (stamp, data, dict(result.header), result.path, result.provider)
+            return result
+        _, data, header, path, provider = hit
+        return ConfigResult(
+            config=OmegaConf.create(copy.deepcopy(data)), path=path, provider=provider, header=dict(header)
+        )
+
+    FileConfigSource.load_config = load_config
+
+    packaged = ImportlibResourcesConfigSource.load_config  # Hydra's own configs: fixed for the process
+    packaged_parsed: dict[tuple[str, str], tuple[Any, dict, str, str]] = {}
+
+    def load_packaged(self: Any, config_path: str) -> Any:
+        key = (str(self.path), config_path)
+        if key not in packaged_parsed:
+            result = packaged(self, config_path)
+            data = OmegaConf.to_container(result.config, resolve=False)
+            packaged_parsed[key] = (data, dict(result.header), result.path, result.provider)
+            return result
+        data, header, path, provider = packaged_parsed[key]
+        return ConfigResult(
+            config=OmegaConf.create(copy.deepcopy(data)), path=path, provider=provider, header=dict(header)
+        )
+
+    ImportlibResourcesConfigSource.load_config = load_packaged
+
+
+_cache_parsed_config_files()
+
 # A few batches per stage: enough to exercise every hook, cheap enough for CI.
 SMALL = [
     "trainer.max_epochs=1",
