@@ -8,7 +8,8 @@ STAMP := $(VENV)/.installed
 ARGS ?=
 SWEEP ?=
 # Test processes (pytest-xdist): the suite's runs are single-threaded, so two workers use the two
-# cores of the CI machine; TEST_WORKERS=0 runs in one process (pdb, -x, print debugging).
+# cores of the CI machine, and steal work from each other so that no long test is left alone at the end;
+# TEST_WORKERS=0 runs in one process (pdb, -x, print debugging).
 TEST_WORKERS ?= 2
 
 .PHONY: install train test test-fast bench bench-quick bench-gpu gpu-check overhead-bench sweep compare lint format clean
@@ -27,10 +28,10 @@ train: $(STAMP)
 	$(PY) train.py $(ARGS)
 
 test: $(STAMP)
-	MPLCONFIGDIR=$${MPLCONFIGDIR:-/tmp/wattwise-mpl} WANDB_MODE=offline $(PY) -m pytest -q -n $(TEST_WORKERS) $(ARGS)
+	MPLCONFIGDIR=$${MPLCONFIGDIR:-/tmp/wattwise-mpl} WANDB_MODE=offline $(PY) -m pytest -q -n $(TEST_WORKERS) --dist worksteal $(ARGS)
 
 test-fast: $(STAMP)
-	MPLCONFIGDIR=$${MPLCONFIGDIR:-/tmp/wattwise-mpl} WANDB_MODE=offline $(PY) -m pytest -q -n $(TEST_WORKERS) -m "not slow" $(ARGS)
+	MPLCONFIGDIR=$${MPLCONFIGDIR:-/tmp/wattwise-mpl} WANDB_MODE=offline $(PY) -m pytest -q -n $(TEST_WORKERS) --dist worksteal -m "not slow" $(ARGS)
 
 bench: $(STAMP)
 	$(PY) bench/energy_bench.py $(ARGS)
