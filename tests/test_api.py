@@ -10,6 +10,7 @@ import lightning as L
 import pytest
 import torch
 from conftest import ROOT
+from mypkg import TinyRegressor
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -76,23 +77,6 @@ def test_a_bad_setting_names_its_key():
         wattwise.energy_callbacks(["early_stop"], early_stop={"window": 0})
 
 
-class _Regressor(L.LightningModule):
-    def __init__(self) -> None:
-        super().__init__()
-        self.net = nn.Linear(3, 1)
-
-    def training_step(self, batch, batch_idx):
-        x, y = batch
-        return nn.functional.mse_loss(self.net(x), y)
-
-    def validation_step(self, batch, batch_idx):
-        x, y = batch
-        self.log("val/loss", nn.functional.mse_loss(self.net(x), y))
-
-    def configure_optimizers(self):
-        return torch.optim.SGD(self.parameters(), lr=0.1)
-
-
 def test_figures_reach_the_trainers_loggers_without_train_py(tmp_path):
     data = TensorDataset(torch.randn(64, 3), torch.randn(64, 1))
     callbacks, kwargs = wattwise.energy_callbacks(
@@ -103,7 +87,7 @@ def test_figures_reach_the_trainers_loggers_without_train_py(tmp_path):
         max_epochs=2, callbacks=callbacks, logger=logger, enable_checkpointing=False,
         enable_progress_bar=False, accelerator="cpu", **kwargs,
     )  # fmt: skip
-    trainer.fit(_Regressor(), DataLoader(data, batch_size=16), DataLoader(data, batch_size=16))
+    trainer.fit(TinyRegressor(), DataLoader(data, batch_size=16), DataLoader(data, batch_size=16))
     figures = wattwise.figures(trainer)
     assert figures["energy/source"] == "estimate" and figures["energy/total_J"] > 0
     assert figures["early_stop/status"] == "active" and figures["stop/reason"] == "max_epochs"
@@ -128,7 +112,7 @@ def test_the_readme_example_script_runs():
 def test_the_net_a_method_acts_on_follows_one_rule():
     from wattwise.methods.shared.target import target_net
 
-    plain = _Regressor()
+    plain = TinyRegressor()
     assert target_net(plain) is plain.net  # the `net` attribute
 
     class NoNet(L.LightningModule):
@@ -139,7 +123,7 @@ def test_the_net_a_method_acts_on_follows_one_rule():
     no_net = NoNet()
     assert target_net(no_net) is no_net  # else the module itself
 
-    class Override(_Regressor):
+    class Override(TinyRegressor):
         def energy_target_net(self) -> nn.Module:
             return self.net
 
@@ -158,7 +142,7 @@ def test_green_on_loaders_given_to_fit_steps_aside_where_it_needs_a_datamodule()
         max_epochs=1, callbacks=callbacks, logger=False, enable_checkpointing=False,
         enable_progress_bar=False, accelerator="cpu", **kwargs,
     )  # fmt: skip
-    trainer.fit(_Regressor(), DataLoader(data, batch_size=16), DataLoader(data, batch_size=16))
+    trainer.fit(TinyRegressor(), DataLoader(data, batch_size=16), DataLoader(data, batch_size=16))
     figures = wattwise.figures(trainer)
     assert figures["prune/status"] == "skipped" and "input_shape" in figures["prune/skipped"]
     assert figures["data_cache/status"] == "skipped"

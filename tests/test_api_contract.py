@@ -17,7 +17,7 @@ import torch
 import yaml
 from method_settings import ACT_QUICKLY
 from mypkg import ForecastDataModule, SignalCNN, UserForecaster
-from test_contract import fingerprint
+from test_contract import checkpoint_file_state
 
 import wattwise
 from wattwise.methods import registry
@@ -62,23 +62,13 @@ def _fit(option: str, root: Path, epochs: int, ckpt: Path | None = None) -> tupl
     return trainer, root / "ckpt" / "last.ckpt"
 
 
-def _state(path: Path) -> dict[str, Any]:
-    ckpt = torch.load(path, weights_only=False, map_location="cpu")
-    return {
-        "epoch": ckpt["epoch"],
-        "global_step": ckpt["global_step"],
-        "shapes": {k: tuple(v.shape) for k, v in ckpt["state_dict"].items()},
-        "callbacks": fingerprint({k: v for k, v in ckpt["callbacks"].items() if "Checkpoint" not in k}),
-    }
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("option", OPTIONS)
 def test_every_option_in_a_plain_trainer_trains_reports_and_resumes(tmp_path, option):
     full, full_ckpt = _fit(option, tmp_path / "full", 2)
     _, half_ckpt = _fit(option, tmp_path / "half", 1)
     _, resumed_ckpt = _fit(option, tmp_path / "resumed", 2, ckpt=half_ckpt)
-    a, b = _state(full_ckpt), _state(resumed_ckpt)
+    a, b = checkpoint_file_state(full_ckpt), checkpoint_file_state(resumed_ckpt)
     assert (a["epoch"], a["global_step"], a["shapes"]) == (b["epoch"], b["global_step"], b["shapes"])
     for key in a["callbacks"]:
         assert b["callbacks"].get(key) == a["callbacks"][key], f"{key}'s state differs after a resume"

@@ -114,7 +114,12 @@ def fingerprint(value: Any) -> Any:
 
 
 def checkpoint_state(run_dir: Path) -> dict[str, Any]:
-    ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False, map_location="cpu")
+    return checkpoint_file_state(run_dir / "checkpoints" / "last.ckpt")
+
+
+def checkpoint_file_state(path: Path) -> dict[str, Any]:
+    """Epoch, step, parameter shapes and the callbacks' fingerprinted state of one checkpoint file."""
+    ckpt = torch.load(path, weights_only=False, map_location="cpu")
     return {
         "epoch": ckpt["epoch"],
         "global_step": ckpt["global_step"],

@@ -8,7 +8,7 @@ import lightning as L
 import pytest
 import torch
 from conftest import SMALL, run_cli
-from torch import nn
+from mypkg import TinyRegressor
 from torch.utils.data import DataLoader, TensorDataset
 
 import wattwise
@@ -58,23 +58,6 @@ def test_a_monitor_that_is_never_logged_fails_in_one_line_before_training(tmp_pa
     assert not list(tmp_path.rglob("*.ckpt"))  # nothing trained
 
 
-class _Regressor(L.LightningModule):
-    def __init__(self) -> None:
-        super().__init__()
-        self.net = nn.Linear(3, 1)
-
-    def training_step(self, batch, batch_idx):
-        x, y = batch
-        return nn.functional.mse_loss(self.net(x), y)
-
-    def validation_step(self, batch, batch_idx):
-        x, y = batch
-        self.log("val/loss", nn.functional.mse_loss(self.net(x), y))
-
-    def configure_optimizers(self):
-        return torch.optim.SGD(self.parameters(), lr=0.1)
-
-
 def _fit(early_stop: dict, sanity: int = 2) -> L.Trainer:
     data = TensorDataset(torch.randn(64, 3), torch.randn(64, 1))
     callbacks, kwargs = wattwise.energy_callbacks(
@@ -84,7 +67,7 @@ def _fit(early_stop: dict, sanity: int = 2) -> L.Trainer:
         max_epochs=2, callbacks=callbacks, logger=False, enable_checkpointing=False,
         enable_progress_bar=False, accelerator="cpu", num_sanity_val_steps=sanity, **kwargs,
     )  # fmt: skip
-    trainer.fit(_Regressor(), DataLoader(data, batch_size=16), DataLoader(data, batch_size=16))
+    trainer.fit(TinyRegressor(), DataLoader(data, batch_size=16), DataLoader(data, batch_size=16))
     return trainer
 
 

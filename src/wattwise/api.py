@@ -104,15 +104,16 @@ def figures(trainer: L.Trainer) -> dict[str, Any]:
     return out
 
 
+def numeric(figures: Mapping[str, Any]) -> dict[str, float]:
+    """The figures a logger's `log_metrics` takes: numbers (not bools), as floats."""
+    return {k: float(v) for k, v in figures.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+
+
 class FiguresToLoggers(L.Callback):
     """Logs `figures(trainer)` (numbers) to the Trainer's loggers at the end of a fit and of a test."""
 
     def _log(self, trainer: L.Trainer) -> None:
-        numbers = {
-            k: float(v)
-            for k, v in figures(trainer).items()
-            if isinstance(v, int | float) and not isinstance(v, bool)
-        }
+        numbers = numeric(figures(trainer))
         for logger in trainer.loggers:
             logger.log_metrics(numbers, step=trainer.global_step)
 

@@ -141,20 +141,19 @@ def _auto_objective(cfg: DictConfig, summary: dict[str, Any]) -> str:
 
 
 def _final_metrics(trainer: Any, fit_metrics: dict[str, Any], test_metrics: dict[str, Any]) -> dict[str, Any]:
+    from wattwise.api import figures
+
     out = {k: v for k, v in fit_metrics.items() if not k.startswith("energy/") and k != "time/train_s"}
     out.update(test_metrics)
-    for cb in trainer.callbacks:
-        if hasattr(cb, "summary_figures"):
-            out.update(cb.summary_figures())
+    out.update(figures(trainer))  # the monitor's and every method's, as the public API reports them
     return out
 
 
 def _log_final(loggers: dict[str, Any], figures: dict[str, Any], step: int) -> None:
-    numeric = {
-        k: float(v) for k, v in figures.items() if isinstance(v, int | float) and not isinstance(v, bool)
-    }
+    from wattwise.api import numeric
+
     for lg in loggers.values():
-        lg.log_metrics(numeric, step=step)
+        lg.log_metrics(numeric(figures), step=step)
         experiment_summary = getattr(getattr(lg, "experiment", None), "summary", None)
         if experiment_summary is not None and hasattr(experiment_summary, "update"):
             experiment_summary.update({k: v for k, v in figures.items() if v is not None})

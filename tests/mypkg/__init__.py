@@ -7,7 +7,7 @@ arguments, with their own defaults, as a user's classes would.
 """
 
 from mypkg.data import ForecastDataModule, MyDataModule, SignalDataModule, TokenDataModule
-from mypkg.modules import UserClassifier, UserForecaster
+from mypkg.modules import TinyRegressor, UserClassifier, UserForecaster
 from mypkg.nets import (
     GRUNet,
     LSTMNet,
@@ -31,6 +31,7 @@ __all__ = [
     "SignalDataModule",
     "SmallCNN",
     "TokenDataModule",
+    "TinyRegressor",
     "TokenTransformer",
     "UserClassifier",
     "UserMLP",

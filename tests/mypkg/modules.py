@@ -90,3 +90,22 @@ class UserForecaster(L.LightningModule):
         optimizer = make(params=self.parameters())
         plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, patience=2)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": plateau, "monitor": "val/loss"}}
+
+
+class TinyRegressor(L.LightningModule):
+    """The smallest user module: one Linear on (x, y) tuples, MSE, `val/loss` only, plain SGD."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = nn.Linear(3, 1)
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        return F.mse_loss(self.net(x), y)
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        x, y = batch
+        self.log("val/loss", F.mse_loss(self.net(x), y))
+
+    def configure_optimizers(self) -> Any:
+        return torch.optim.SGD(self.parameters(), lr=0.1)

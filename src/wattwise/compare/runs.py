@@ -238,18 +238,24 @@ def pareto_mask(points: Sequence[tuple[float, float]], maximize: bool = True) ->
     return mask
 
 
+def mark_front(items: Sequence[Any], maximize: bool = True) -> None:
+    """Set `.pareto` on runs or variants (anything with `energy_source`, `compared`, `value`,
+    `energy_J`): the front of the compared ones with both figures, within each energy source."""
+    for item in items:
+        item.pareto = False
+    for source in sorted({i.energy_source for i in items}):
+        group = [
+            i
+            for i in items
+            if i.energy_source == source and i.compared and i.value is not None and i.energy_J is not None
+        ]
+        for item, on_front in zip(group, pareto_mask([(i.value, i.energy_J) for i in group], maximize)):
+            item.pareto = on_front
+
+
 def mark_pareto(runs: Sequence[Run], maximize: bool = True) -> None:
     """Set `run.pareto` for compared runs with both figures, within each energy source."""
-    for run in runs:
-        run.pareto = False
-    for source in sorted({r.energy_source for r in runs}):
-        group = [
-            r
-            for r in runs
-            if r.energy_source == source and r.compared and r.value is not None and r.energy_J is not None
-        ]
-        for run, on_front in zip(group, pareto_mask([(r.value, r.energy_J) for r in group], maximize)):
-            run.pareto = on_front
+    mark_front(runs, maximize)
 
 
 def source_label(source: str) -> str:

@@ -26,7 +26,7 @@ import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from wattwise.compare.runs import Run, pareto_mask, varying_overrides
+from wattwise.compare.runs import Run, mark_front, varying_overrides
 from wattwise.stats import Estimate, paired_ratio_ci
 
 BASELINE = "none"
@@ -163,13 +163,4 @@ def _verdict(v: Variant, baseline: Variant | None) -> None:
 
 def mark_variant_pareto(variants: Sequence[Variant], maximize: bool = True) -> None:
     """The front through the variants' medians, within each energy source; skipped and failed are off it."""
-    for v in variants:
-        v.pareto = False
-    for source in sorted({v.energy_source for v in variants}):
-        group = [
-            v
-            for v in variants
-            if v.energy_source == source and v.compared and v.value is not None and v.energy_J is not None
-        ]
-        for v, on_front in zip(group, pareto_mask([(v.value, v.energy_J) for v in group], maximize)):
-            v.pareto = on_front
+    mark_front(variants, maximize)
