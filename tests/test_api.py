@@ -146,3 +146,11 @@ def test_green_on_loaders_given_to_fit_steps_aside_where_it_needs_a_datamodule()
     figures = wattwise.figures(trainer)
     assert figures["prune/status"] == "skipped" and "input_shape" in figures["prune/skipped"]
     assert figures["data_cache/status"] == "skipped"
+
+
+def test_shipped_settings_follow_train_yaml_s_run_wide_keys():
+    """`${monitor}`/`${mode}`/`${seed}` in a method's config take train.yaml's defaults, as in train.py."""
+    callbacks, _ = wattwise.energy_callbacks(["early_stop", "data_cache"])
+    by_name = {cb.name: cb for cb in callbacks if hasattr(cb, "if_not_applicable")}
+    assert (by_name["early_stop"].monitor, by_name["early_stop"].mode) == ("auto", "auto")
+    assert by_name["data_cache"].settings.seed == 42

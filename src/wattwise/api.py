@@ -26,19 +26,34 @@ from wattwise.utils.errors import ConfigError
 
 
 def _method_settings(option: str) -> dict[str, Any]:
-    """The settings a method's config file gives it (its defaults as wattwise ships them)."""
+    """The settings a method's config file gives it (its defaults as wattwise ships them).
+
+    Values that point at train.yaml's run-wide keys (`${monitor}`, `${mode}`, `${seed}`) take
+    train.yaml's defaults (`auto`, `auto`, 42), as in a `train.py` run; any other interpolation
+    leaves the class's own default.
+    """
     from omegaconf import OmegaConf
 
+    from wattwise.config_dir import CONF_DIR
     from wattwise.methods.registry import method_infos
 
-    node = OmegaConf.to_container(OmegaConf.load(method_infos()[option].config_file), resolve=False)
-    settings = dict(node["callbacks"][option])
-    # `${seed}`-style values point into train.py's config; outside it the class's default stands
-    return {
+    run_wide = {
         k: v
-        for k, v in settings.items()
-        if k not in ("_target_", "_recursive_") and not (isinstance(v, str) and "${" in v)
+        for k, v in OmegaConf.to_container(OmegaConf.load(CONF_DIR / "train.yaml"), resolve=False).items()
+        if isinstance(v, str | int | float | bool) and not (isinstance(v, str) and "${" in v)
     }
+    node = OmegaConf.to_container(OmegaConf.load(method_infos()[option].config_file), resolve=False)
+    out = {}
+    for k, v in dict(node["callbacks"][option]).items():
+        if k in ("_target_", "_recursive_"):
+            continue
+        if isinstance(v, str) and "${" in v:
+            name = v.strip()[2:-1] if v.strip().startswith("${") and v.strip().endswith("}") else None
+            if name not in run_wide:
+                continue
+            v = run_wide[name]
+        out[k] = v
+    return out
 
 
 def build_method(option: str, **settings: Any) -> Any:
