@@ -183,6 +183,16 @@ BENCH_SETTINGS: dict[str, list[str]] = {
 }
 
 
+# Named settings of one method, benchmarked as a variant of their own (`--variants early_stop_forecast`).
+SETTING_VARIANTS: dict[str, tuple[str, list[str]]] = {
+    # early_stop's learning-curve forecast rule (issue 26) in place of diminishing returns
+    "early_stop_forecast": (
+        "early_stop",
+        ["callbacks.early_stop.tolerance=0.5", "callbacks.early_stop.min_gain_fraction=null"],
+    ),
+}
+
+
 # ---- variants ----------------------------------------------------------------------------------
 def discover_methods() -> tuple[list[str], list[str]]:
     """(methods, recipes), from the registry (wattwise.methods.registry)."""
@@ -210,6 +220,9 @@ def variant_overrides(variant: str) -> list[str]:
     if variant == "lightning":  # what a user picks instead of wattwise: Lightning's own tools, defaults
         precision = "bf16-mixed" if native_bf16() else "32-true"
         return ["optim=[]", f"trainer.precision={precision}", *LIGHTNING_ES]
+    if variant in SETTING_VARIANTS:
+        method, settings = SETTING_VARIANTS[variant]
+        return [*variant_overrides(method), *settings]
     # A method that does not apply here (power on a CPU) steps aside and is reported so.
     parts = variant.split("+")
     if len(parts) > 1:  # a combination of methods, e.g. data_cache+batch_size
