@@ -144,3 +144,90 @@ def test_slurm_requeue_signal_requeues_and_the_requeued_job_resumes(tmp_path, mo
     summary = read_summary(run_dir)
     assert (summary["status"], summary["epochs"], summary["global_step"]) == ("completed", 3, 9)
     _check_energy_carried_over(saved, _ckpt(run_dir / "checkpoints" / "last.ckpt"), summary)
+
+
+def test_last_ckpt_is_the_best_checkpoints_file_on_an_improving_epoch_and_its_own_otherwise(tmp_path):
+    """One serialisation per epoch: an improving epoch's last.ckpt is a hard link to its new best
+    checkpoint (the same state); a non-improving epoch writes last.ckpt itself; both resume."""
+    import lightning as L
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from wattwise.utils.checkpoint_io import AtomicCheckpointIO, LeanModelCheckpoint
+    from wattwise.utils.preemption import LastCheckpoint
+
+    scores = [1.0, 2.0, 1.5, 3.0]  # improves at epochs 0, 1 and 3, not at 2
+
+    class Scripted(L.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.layer = torch.nn.Linear(2, 1)
+
+        def training_step(self, batch, batch_idx):
+            return self.layer(batch[0]).pow(2).mean()
+
+        def validation_step(self, batch, batch_idx):
+            self.log("val/score", scores[self.current_epoch])
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.01)
+
+    same_file: list[bool] = []
+    ckpts = tmp_path / "checkpoints"
+
+    class Probe(L.Callback):  # after the epoch's saves: at the next epoch's start, and at fit end
+        def _look(self, trainer):
+            best = trainer.checkpoint_callbacks[0].best_model_path
+            same_file.append(os.path.samefile(ckpts / "last.ckpt", best))
+
+        def on_train_epoch_start(self, trainer, pl_module):
+            if trainer.current_epoch > 0:
+                self._look(trainer)
+
+        def on_fit_end(self, trainer, pl_module):
+            self._look(trainer)
+
+    data = DataLoader(TensorDataset(torch.randn(8, 2)), batch_size=4)
+    best = LeanModelCheckpoint(
+        dirpath=ckpts,
+        filename="epoch{epoch:03d}",
+        monitor="val/score",
+        mode="max",
+        auto_insert_metric_name=False,
+    )
+    trainer = L.Trainer(
+        max_epochs=4,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        plugins=[AtomicCheckpointIO()],
+        callbacks=[Probe(), best, LastCheckpoint(dirpath=str(ckpts))],
+    )
+    trainer.fit(Scripted(), data, data)
+    assert same_file == [True, True, False, True]
+    last = _ckpt(ckpts / "last.ckpt")
+    assert last["epoch"] == 3 and last["global_step"] == 8
+    assert sorted(p.name for p in ckpts.iterdir()) == ["epoch003.ckpt", "last.ckpt"]
+    resumed = L.Trainer(
+        max_epochs=5,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        plugins=[AtomicCheckpointIO()],
+        callbacks=[
+            LeanModelCheckpoint(
+                dirpath=ckpts,
+                filename="epoch{epoch:03d}",
+                monitor="val/score",
+                mode="max",
+                auto_insert_metric_name=False,
+            ),
+            LastCheckpoint(dirpath=str(ckpts)),
+        ],
+    )
+    scores.append(0.5)
+    resumed.fit(Scripted(), data, data, ckpt_path=str(ckpts / "last.ckpt"))
+    assert resumed.current_epoch == 5 and _ckpt(ckpts / "last.ckpt")["global_step"] == 10
+    assert os.path.isfile(ckpts / "epoch003.ckpt")  # the best kept its own contents
+    assert _ckpt(ckpts / "epoch003.ckpt")["global_step"] == 8

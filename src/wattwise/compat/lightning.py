@@ -6,7 +6,9 @@
 - the checkpoint connector's hpc paths and the accelerator connector's cluster environment: the
   SLURM requeue checkpoint (preemption, resume);
 - the checkpoint connector's `resume_start` and `_loaded_checkpoint`: the checkpoint a `fit`/`test`
-  has just read, before the module's weights load from it (prune resizes a pruned net there).
+  has just read, before the module's weights load from it (prune resizes a pruned net there);
+- `ModelCheckpoint._save_checkpoint` and the step and path it records: `last.ckpt` is a link to the
+  best checkpoint when both are written at the same moment (utils/checkpoint_io.py).
 """
 
 from __future__ import annotations
@@ -25,12 +27,17 @@ PRIVATE_NAMES = (
     "lightning.pytorch.trainer.connectors.checkpoint_connector._CheckpointConnector._loaded_checkpoint",
     "lightning.pytorch.trainer.trainer.Trainer._accelerator_connector",  # instance attribute
     "lightning.pytorch.trainer.trainer.Trainer._checkpoint_connector",  # instance attribute
+    "lightning.pytorch.callbacks.model_checkpoint.ModelCheckpoint._save_checkpoint",  # overridden
+    "lightning.pytorch.callbacks.model_checkpoint.ModelCheckpoint._last_global_step_saved",  # instance
+    "lightning.pytorch.callbacks.model_checkpoint.ModelCheckpoint._last_checkpoint_saved",  # instance
 )
 INSTANCE_ATTRIBUTES = {
     "_combined_loader",
     "_accelerator_connector",
     "_checkpoint_connector",
     "_loaded_checkpoint",
+    "_last_global_step_saved",
+    "_last_checkpoint_saved",
 }
 _READ_HOOKS = "_wattwise_after_checkpoint_read"
 
@@ -50,6 +57,19 @@ def rewrap_ddp(strategy: Any) -> bool:
     if hasattr(strategy, "_register_ddp_hooks"):
         strategy._register_ddp_hooks()
     return True
+
+
+def write_checkpoint(callback: Any, trainer: Any, filepath: str) -> None:
+    """Lightning's own checkpoint write of a `ModelCheckpoint` (serialise, record, notify loggers)."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    ModelCheckpoint._save_checkpoint(callback, trainer, filepath)
+
+
+def record_checkpoint_written(callback: Any, step: int, filepath: str) -> None:
+    """What Lightning's write records: the step (a second save at it is skipped) and the path."""
+    callback._last_global_step_saved = step
+    callback._last_checkpoint_saved = filepath
 
 
 def cluster_environment(trainer: Any) -> Any:

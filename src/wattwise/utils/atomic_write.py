@@ -36,6 +36,30 @@ def atomic_write(path: str | os.PathLike, data: bytes | memoryview, what: str) -
     return path
 
 
+def link_atomically(source: str | os.PathLike, path: str | os.PathLike, what: str) -> Path:
+    """`path` becomes a second name of the file `source` (a hard link; a copy where the file system
+    has none), through a temporary name and a rename like `atomic_write`; OutputError naming `what`."""
+    import shutil
+
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        try:
+            os.link(source, tmp)
+        except OSError:
+            shutil.copyfile(source, tmp)
+        os.replace(tmp, path)
+    except OSError as err:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        failure = OutputError(f"could not write {what} {path}: {err.strerror or err}")
+        failure.errno = err.errno
+        raise failure from err
+    return path
+
+
 def save_atomically(obj: object, path: str | os.PathLike, what: str) -> Path:
     """`torch.save(obj, path)` through `atomic_write`: serialised in memory, then written whole."""
     import io

@@ -8,11 +8,16 @@ Remote paths (`s3://...`) keep Lightning's own writer.
 
 `LeanModelCheckpoint` is Lightning's `ModelCheckpoint` without its per-step cost where it saves at
 epoch ends only (the run's best and last checkpoints: conf/callbacks/default.yaml, utils/preemption.py).
+It records which hook wrote its file at which step, so that `last.ckpt`, written in the same hook at
+the same step as a new best checkpoint, is a second name of that file instead of a second
+serialisation of the same state (`LastCheckpoint`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +25,7 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from wattwise.compat import lightning as compat_lightning
 from wattwise.utils.atomic_write import atomic_write
 
 
@@ -49,6 +55,8 @@ class LeanModelCheckpoint(ModelCheckpoint):
     """
 
     _state_key_cache: tuple[tuple[Any, ...], str] | None = None
+    _hook: str | None = None  # the epoch-end hook running now, if any
+    written: tuple[int, str, str] | None = None  # (global step, hook, path) written in the hook now running
 
     @property
     def state_key(self) -> str:
@@ -67,7 +75,49 @@ class LeanModelCheckpoint(ModelCheckpoint):
             cached = self._state_key_cache = (settings, key)
         return cached[1]
 
+    @contextlib.contextmanager
+    def _in(self, hook: str) -> Iterator[None]:
+        """While `hook` runs: what is written is recorded as written in it (and only that)."""
+        self._hook, self.written = hook, None
+        try:
+            yield
+        finally:
+            self._hook = None
+
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:  # noqa: ANN001
         if self._every_n_train_steps < 1 and self._train_time_interval is None:
             return  # Lightning's hook would return without saving too, after its checks
-        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+        with self._in("on_train_batch_end"):
+            super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+
+    def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
+        with self._in("on_train_epoch_end"):
+            super().on_train_epoch_end(trainer, pl_module)
+
+    def on_validation_end(self, trainer: Any, pl_module: Any) -> None:
+        with self._in("on_validation_end"):
+            super().on_validation_end(trainer, pl_module)
+
+    def _save_checkpoint(self, trainer: Any, filepath: str) -> None:  # Lightning's write (compat)
+        self.written = None
+        self.write(trainer, filepath)
+        if self._hook is not None:
+            self.written = (trainer.global_step, self._hook, filepath)
+
+    def write(self, trainer: Any, filepath: str) -> None:
+        """Serialise the trainer's state to `filepath` (Lightning's own write)."""
+        compat_lightning.write_checkpoint(self, trainer, filepath)
+
+    def twin_written_now(self, trainer: Any) -> str | None:
+        """The local file another of the trainer's checkpoint callbacks wrote in this same hook at this
+        step with the same contents setting (it holds the state this one would write), else None."""
+        if self._hook is None or not isinstance(trainer.strategy.checkpoint_io, AtomicCheckpointIO):
+            return None  # a writer that rewrites a file in place would change both names' contents
+        for other in trainer.checkpoint_callbacks:
+            if other is self or not isinstance(other, LeanModelCheckpoint) or other.written is None:
+                continue
+            step, hook, path = other.written
+            same = step == trainer.global_step and hook == self._hook
+            if same and other.save_weights_only == self.save_weights_only and "://" not in path:
+                return path
+        return None

@@ -10,10 +10,12 @@ checkpoint in the run dir and calling `scontrol requeue $SLURM_JOB_ID`, and a re
 What this module adds:
 - `LastCheckpoint`, a second, unmonitored `ModelCheckpoint` writing `last.ckpt` at the end of
   every epoch whatever `val/acc` did (the monitored one saves only on improvement, and Lightning
-  copies `last.ckpt` only when it saves), and again when the fit is interrupted (SIGTERM, a
-  submitit preemption, Ctrl+C), so a resume loses nothing; under SLURM it saves that moment as a
-  new hpc checkpoint too, so a job that SLURM requeues resumes from it. Crashes are not
-  interruptions: their state may be what crashed, and the last completed epoch stays.
+  copies `last.ckpt` only when it saves; on an epoch that improved, `last.ckpt` is a hard link to
+  the new best checkpoint, the same state, instead of a second serialisation), and again when
+  the fit is interrupted (SIGTERM, a submitit preemption, Ctrl+C), so a resume loses nothing;
+  under SLURM it saves that moment as a new hpc checkpoint too, so a job that SLURM requeues
+  resumes from it. Crashes are not interruptions: their state may be what crashed, and the last
+  completed epoch stays.
 - `interruption_exit_code`: the conventional 128+signal exit status (143 for SIGTERM), where
   Lightning's `SIGTERMException` would exit 0 and a killed job would pass for a success.
 """
@@ -23,6 +25,7 @@ from __future__ import annotations
 import logging
 import signal
 from typing import Any
+from weakref import proxy
 
 import lightning as L
 from lightning.fabric.plugins.environments import SLURMEnvironment
@@ -30,6 +33,7 @@ from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from wattwise.compat import lightning as compat_lightning
+from wattwise.utils.atomic_write import link_atomically
 from wattwise.utils.checkpoint_io import LeanModelCheckpoint
 
 log = logging.getLogger(__name__)
@@ -54,6 +58,20 @@ class LastCheckpoint(LeanModelCheckpoint):
             auto_insert_metric_name=False,
             save_on_exception=True,
         )
+
+    def write(self, trainer: L.Trainer, filepath: str) -> None:
+        """A second name of the best checkpoint written at this same moment, else a full write."""
+        twin = self.twin_written_now(trainer)
+        if twin is None:
+            super().write(trainer, filepath)
+            return
+        if trainer.is_global_zero:
+            link_atomically(twin, filepath, "checkpoint")
+        trainer.strategy.barrier("LastCheckpoint.write")
+        compat_lightning.record_checkpoint_written(self, trainer.global_step, filepath)
+        if trainer.is_global_zero:
+            for logger in trainer.loggers:
+                logger.after_save_checkpoint(proxy(self))
 
     def on_exception(
         self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
