@@ -61,6 +61,16 @@ os.environ.setdefault("MPLCONFIGDIR", "/tmp/wattwise-mpl")
 import stats  # noqa: E402  (bench/stats.py)
 
 LOOPS = ("plain", "lightning", "baseline", "green")
+# --ablate: the baseline with one piece of wattwise's loop taken out each, then all of them: the
+# difference to the baseline is what that piece costs (where the overhead over bare Lightning goes).
+ABLATIONS: dict[str, tuple[str, ...]] = {
+    "no_ckpt": ("callbacks.model_checkpoint=null", "callbacks.last_checkpoint=null"),
+    "no_report": ("callbacks.energy_report=null",),
+    "no_energy": ("energy=off",),
+    "no_progress": ("callbacks.progress_bar=null", "++trainer.enable_progress_bar=false"),
+    "no_sanity": ("++trainer.num_sanity_val_steps=0",),
+}
+ABLATIONS["stripped"] = tuple(o for name in list(ABLATIONS) for o in ABLATIONS[name])
 DEFAULT_REPEATS = 5
 QUICK_REPEATS = 2
 QUICK_EPOCHS = 2
@@ -97,6 +107,7 @@ def summarise(records: Sequence[dict[str, Any]], loops: Sequence[str]) -> list[d
             for loop in loops
         }
         plain = by_repeat.get("plain", {})
+        baseline = by_repeat.get("baseline", {})
         plain_median = stats.median_ci(list(plain.values())).value if plain else None
         for loop in loops:
             runs = [r for r in mine if r["loop"] == loop]
@@ -111,6 +122,7 @@ def summarise(records: Sequence[dict[str, Any]], loops: Sequence[str]) -> list[d
                     "failed": len(runs) - len(values),
                     "cpu_s": stats.median_ci(values),
                     "x_plain": stats.ratio_ci(by_repeat[loop], plain),
+                    "x_baseline": stats.ratio_ci(by_repeat[loop], baseline) if baseline else None,
                     "error": next((r.get("error") for r in runs if r.get("error")), None),
                 }
             )
@@ -131,7 +143,7 @@ def summarise(records: Sequence[dict[str, Any]], loops: Sequence[str]) -> list[d
     return rows
 
 
-HEADERS = ("task", "loop", "CPU s", "x plain", "runs ok", "note")
+HEADERS = ("task", "loop", "CPU s", "x plain", "x baseline", "runs ok", "note")
 
 
 def table_cells(rows: Sequence[dict[str, Any]]) -> list[list[str]]:
@@ -142,7 +154,10 @@ def table_cells(rows: Sequence[dict[str, Any]]) -> list[list[str]]:
     for r in rows:
         note = r.get("note") or (f"failed: {str(r['error'])[:70]}" if r.get("error") else "")
         ok = f"{r['runs'] - r['failed']}/{r['runs']}"
-        out.append([r["task"], r["loop"], est(r["cpu_s"], "{:.2f}"), est(r["x_plain"], "{:.2f}"), ok, note])
+        x_base = est(r.get("x_baseline"), "{:.2f}")
+        out.append(
+            [r["task"], r["loop"], est(r["cpu_s"], "{:.2f}"), est(r["x_plain"], "{:.2f}"), x_base, ok, note]
+        )
     return out
 
 
@@ -353,7 +368,7 @@ def loop_overrides(loop: str, limit_batches: int | None) -> list[str]:
         import energy_bench
 
         return [*energy_bench.variant_overrides("green"), *limits]
-    return [*limits]
+    return [*ABLATIONS.get(loop, ()), *limits]
 
 
 def run_loop(loop: str, task: OverheadTask, epochs: int, seed: int, limit: int | None, work: Path) -> float:
@@ -416,7 +431,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--epochs", type=int, default=None, help="epochs of every task (default: the task's own)")
     p.add_argument("--tasks", default=None, help="comma-separated task names (default: all)")
-    p.add_argument("--loops", default=",".join(LOOPS), help=f"comma-separated, of {', '.join(LOOPS)}")
+    p.add_argument(
+        "--loops",
+        default=",".join(LOOPS),
+        help=f"comma-separated, of {', '.join(LOOPS)}, or an ablation: {', '.join(ABLATIONS)}",
+    )
+    p.add_argument(
+        "--ablate",
+        action="store_true",
+        help="the loops plain, lightning, baseline and every ablation (what each piece of the loop costs)",
+    )
     p.add_argument("--limit-batches", type=int, default=None, help="at most this many batches per epoch")
     p.add_argument("--no-floor", action="store_true", help="skip the arithmetic floor")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
@@ -442,9 +466,9 @@ def _main(args: argparse.Namespace, log: Callable[[str], None]) -> Path:
     unknown = [n for n in names if n not in all_tasks]
     if unknown:
         raise SystemExit(f"--tasks: unknown {', '.join(unknown)} (known: {', '.join(all_tasks)})")
-    loops = args.loops.split(",")
-    if [lp for lp in loops if lp not in LOOPS] or not loops:
-        raise SystemExit(f"--loops: each of {', '.join(LOOPS)}")
+    loops = ["lightning", "baseline", *ABLATIONS] if args.ablate else args.loops.split(",")
+    if [lp for lp in loops if lp not in (*LOOPS, *ABLATIONS)] or not loops:
+        raise SystemExit(f"--loops: each of {', '.join(LOOPS)} or {', '.join(ABLATIONS)}")
     if "plain" not in loops:
         loops.insert(0, "plain")  # every ratio is to it
     repeats = args.repeats or (QUICK_REPEATS if args.quick else DEFAULT_REPEATS)
@@ -488,7 +512,7 @@ def _main(args: argparse.Namespace, log: Callable[[str], None]) -> Path:
                     figure = (
                         f"{record['cpu_s']:.2f} CPU s" if record["cpu_s"] is not None else record["error"]
                     )
-                    log(f"  [{rep + 1}/{repeats}] {name:<14} {loop:<9} {figure}")
+                    log(f"  [{rep + 1}/{repeats}] {name:<14} {loop:<11} {figure}")
     rows = summarise(records, loops)
     out = args.out or OUT_DIR / f"overhead_bench-{datetime.now().strftime('%Y%m%d-%H%M%S')}.md"
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -511,8 +535,9 @@ def _main(args: argparse.Namespace, log: Callable[[str], None]) -> Path:
             f"- machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; torch "
             f"{torch.__version__}, {args.threads} thread(s)",
             f"- settings: {settings}; loops interleaved, order rotated per repeat",
-            "- CPU s: process CPU-seconds of the fit (median over repeats, 95% bootstrap interval); x plain: "
-            "median of the per-repeat ratios to the plain PyTorch loop; floor: the fit's FLOPs at one "
+            "- CPU s: process CPU-seconds of the fit (median over repeats, 95% bootstrap interval); x plain, "
+            "x baseline: median of the per-repeat ratios to the plain PyTorch loop, to wattwise's baseline; "
+            "ablations (no_*): the baseline less one piece; floor: the fit's FLOPs at one "
             "thread's matmul rate",
             f"- wall time of the benchmark: {time.perf_counter() - started:.0f} s",
             "",

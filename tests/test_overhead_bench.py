@@ -32,10 +32,28 @@ def test_rows_pair_each_repeat_with_its_own_plain_loop_and_count_failures():
     assert rows["green"]["failed"] == 1 and rows["green"]["x_plain"].value == pytest.approx(0.6)
     assert rows["floor"]["x_plain"].value == pytest.approx(0.1)  # 0.15 s against plain's median 1.5 s
     md = bench.markdown_table(list(rows.values()))
-    assert md.splitlines()[0] == "| task | loop | CPU s | x plain | runs ok | note |"
+    assert md.splitlines()[0] == "| task | loop | CPU s | x plain | x baseline | runs ok | note |"
+    assert rows["green"]["x_baseline"].value == pytest.approx(1.2 / 3.0)  # paired with repeat 1's baseline
     assert "| t | baseline | 3.00 [" in md and "| 1/2 | failed: RuntimeError: boom |" in md
     assert "15.00 GFLOP at 100.0 GFLOP/s" in md
     assert len(bench.terminal_table(list(rows.values())).splitlines()) == 2 + len(rows)
+
+
+def test_ablations_are_the_baseline_less_one_piece_each_then_all_of_them():
+    assert bench.loop_overrides("no_ckpt", None) == [
+        "callbacks.model_checkpoint=null",
+        "callbacks.last_checkpoint=null",
+    ]
+    assert bench.loop_overrides("no_sanity", 2) == [
+        "++trainer.num_sanity_val_steps=0",
+        "++trainer.limit_train_batches=2",
+        "++trainer.limit_val_batches=2",
+    ]
+    stripped = bench.loop_overrides("stripped", None)
+    assert all(o in stripped for name in bench.ABLATIONS if name != "stripped" for o in bench.ABLATIONS[name])
+    assert bench.loop_overrides("baseline", None) == []
+    with pytest.raises(SystemExit, match="--loops"):
+        bench.main(["--loops", "plain,no_such_piece"])
 
 
 def test_the_loop_order_rotates_per_repeat():
