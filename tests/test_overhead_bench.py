@@ -71,3 +71,34 @@ def test_a_tiny_run_writes_its_table(tmp_path):
         assert f"| default | {loop} |" in text, text
     assert "failed" not in text and "QUICK" in text
     assert out.with_suffix(".json").is_file()
+
+
+def test_the_profile_splits_time_by_package_and_names_the_pieces():
+    from conftest import load_bench_module
+
+    prof = load_bench_module("overhead_profile")
+    assert prof.package_of(("/x/site-packages/torch/optim/adam.py", 1, "step")) == "torch"
+    assert prof.package_of(("~", 0, "<method 'run_backward' of 'torch._C._EngineBase' objects>")) == "torch"
+    assert prof.package_of(("/x/site-packages/lightning/pytorch/trainer/call.py", 2, "f")) == "lightning"
+    assert prof.package_of(("/repo/src/wattwise/models/module.py", 3, "f")) == "wattwise"
+    assert prof.package_of(("~", 0, "<built-in method builtins.isinstance>")) == "python and the rest"
+
+    class FakeStats:  # pstats' raw form: {(file, line, name): (cc, nc, tottime, cumtime, callers)}
+        stats = {
+            ("/x/torch/nn/functional.py", 1, "linear"): (1, 1, 3.0, 3.0, {}),
+            ("/x/lightning/pytorch/trainer/call.py", 9, "_call_callback_hooks"): (1, 1, 0.5, 1.5, {}),
+            ("/x/lightning/pytorch/callbacks/model_checkpoint.py", 7, "_save_checkpoint"): (
+                1,
+                1,
+                0.5,
+                0.5,
+                {},
+            ),
+        }
+
+    total, by_package, pieces = prof.shares(FakeStats())
+    assert total == 4.0 and by_package == {"torch": 3.0, "lightning": 1.0}
+    assert pieces["checkpoint writes (serialise + atomic write)"] == 0.5
+    assert pieces["callback hook dispatch (all callbacks' hooks, with what they do)"] == 1.5
+    text = prof.report("t", total, by_package, pieces)
+    assert "| torch | 3.00 | 75 % |" in text and text.startswith("### t: 4.00 s profiled")
