@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from conftest import ROOT, run_cli
+from cli_fork import run_forked
+from conftest import ROOT, pinned
 from omegaconf import OmegaConf
 
 from wattwise.utils.errors import ConfigError
@@ -54,24 +55,32 @@ def test_validate_rejects_unreadable_data_dirs(tmp_path):
     validate_config(_cfg(paths__data_dir=str(tmp_path / "new")))  # creatable: fine
 
 
+BAD_INPUT = [
+    (["data.batch_size=0"], "data.batch_size must be a positive integer"),
+    (["trainer.max_epochs=-1"], "trainer.max_epochs must be a positive integer"),
+    (["energy.grid_gCO2_per_kWh=-3"], "energy.grid_gCO2_per_kWh"),
+    (["paths.data_dir=/proc/version"], "is not a directory"),
+    (["model=transformer"], "Could not find 'model/transformer'"),
+    (["model.net.hidden_size=3"], "hidden_size"),
+]
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize(
-    ("args", "expect"),
-    [
-        (["data.batch_size=0"], "data.batch_size must be a positive integer"),
-        (["trainer.max_epochs=-1"], "trainer.max_epochs must be a positive integer"),
-        (["energy.grid_gCO2_per_kWh=-3"], "energy.grid_gCO2_per_kWh"),
-        (["paths.data_dir=/proc/version"], "is not a directory"),
-        (["model=transformer"], "Could not find 'model/transformer'"),
-        (["model.net.hidden_size=3"], "hidden_size"),
-    ],
-)
-def test_cli_bad_input_is_one_clear_line(tmp_path, args, expect):
-    proc = run_cli([*args, f"hydra.run.dir={tmp_path}/run"], cwd=ROOT, timeout=120)
-    assert proc.returncode != 0
-    assert expect in proc.stderr
-    assert "Traceback" not in proc.stderr
-    assert not (tmp_path / "run" / "checkpoints").exists()  # failed before any training
+def test_cli_bad_input_is_one_clear_line(tmp_path):
+    """Each case as `python train.py <args>` (forked from one start-up: tests/cli_fork.py)."""
+    cases = []
+    for i, (args, _) in enumerate(BAD_INPUT):
+        out = tmp_path / f"case{i}"
+        out.mkdir()
+        full = [*args, f"hydra.run.dir={out}/run"]
+        cases.append({"args": [*full, *pinned(full)], "cwd": str(ROOT), "timeout": 120, "out": str(out)})
+    for i, ((args, expect), r) in enumerate(
+        zip(BAD_INPUT, run_forked(cases, tmp_path / "fork"), strict=True)
+    ):
+        assert r["rc"] not in (0, None), (args, r["stderr"][-2000:])
+        assert expect in r["stderr"], (args, r["stderr"][-2000:])
+        assert "Traceback" not in r["stderr"], (args, r["stderr"][-2000:])
+        assert not (tmp_path / f"case{i}" / "run" / "checkpoints").exists(), args  # failed before training
 
 
 def test_a_config_naming_a_methods_old_class_fails_in_one_line_naming_the_new_one():
