@@ -231,3 +231,23 @@ def test_last_ckpt_is_the_best_checkpoints_file_on_an_improving_epoch_and_its_ow
     assert resumed.current_epoch == 5 and _ckpt(ckpts / "last.ckpt")["global_step"] == 10
     assert os.path.isfile(ckpts / "epoch003.ckpt")  # the best kept its own contents
     assert _ckpt(ckpts / "epoch003.ckpt")["global_step"] == 8
+
+
+def test_last_ckpt_is_linked_only_where_a_checkpoint_is_one_file_from_the_atomic_writer():
+    from lightning.pytorch.plugins.io import TorchCheckpointIO
+    from lightning.pytorch.strategies import (
+        DDPStrategy,
+        DeepSpeedStrategy,
+        FSDPStrategy,
+        SingleDeviceStrategy,
+    )
+
+    from wattwise.utils.checkpoint_io import AtomicCheckpointIO, _one_file_per_checkpoint
+
+    atomic = AtomicCheckpointIO()
+    assert _one_file_per_checkpoint(SingleDeviceStrategy("cpu", checkpoint_io=atomic))
+    assert _one_file_per_checkpoint(DDPStrategy(checkpoint_io=atomic))
+    assert not _one_file_per_checkpoint(SingleDeviceStrategy("cpu", checkpoint_io=TorchCheckpointIO()))
+    assert not _one_file_per_checkpoint(FSDPStrategy(checkpoint_io=atomic))  # sharded: a folder
+    deepspeed = DeepSpeedStrategy.__new__(DeepSpeedStrategy)  # its __init__ needs deepspeed installed
+    assert not _one_file_per_checkpoint(deepspeed)

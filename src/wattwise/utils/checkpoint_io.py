@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
+from lightning.pytorch.strategies import DDPStrategy, DeepSpeedStrategy, SingleDeviceStrategy
 
 from wattwise.compat import lightning as compat_lightning
 from wattwise.utils.atomic_write import atomic_write
@@ -111,8 +112,8 @@ class LeanModelCheckpoint(ModelCheckpoint):
     def twin_written_now(self, trainer: Any) -> str | None:
         """The local file another of the trainer's checkpoint callbacks wrote in this same hook at this
         step with the same contents setting (it holds the state this one would write), else None."""
-        if self._hook is None or not isinstance(trainer.strategy.checkpoint_io, AtomicCheckpointIO):
-            return None  # a writer that rewrites a file in place would change both names' contents
+        if self._hook is None or not _one_file_per_checkpoint(trainer.strategy):
+            return None
         for other in trainer.checkpoint_callbacks:
             if other is self or not isinstance(other, LeanModelCheckpoint) or other.written is None:
                 continue
@@ -121,3 +122,13 @@ class LeanModelCheckpoint(ModelCheckpoint):
             if same and other.save_weights_only == self.save_weights_only and "://" not in path:
                 return path
         return None
+
+
+def _one_file_per_checkpoint(strategy: Any) -> bool:
+    """Is every checkpoint one whole file written by the atomic writer (so a second name of it is the
+    same checkpoint)? Not with sharded strategies (FSDP, DeepSpeed: a folder, gathered collectively)
+    or another writer (one that rewrites a file in place would change both names' contents)."""
+    whole = isinstance(strategy, SingleDeviceStrategy | DDPStrategy) and not isinstance(
+        strategy, DeepSpeedStrategy
+    )
+    return whole and isinstance(strategy.checkpoint_io, AtomicCheckpointIO)
