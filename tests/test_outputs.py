@@ -54,6 +54,33 @@ def test_a_failed_checkpoint_write_keeps_the_previous_file(tmp_path, monkeypatch
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt"]  # no temporary file left
 
 
+def test_a_link_fails_like_a_write_and_falls_back_to_a_copy(tmp_path, monkeypatch):
+    from wattwise.utils.atomic_write import link_atomically
+
+    best, last = tmp_path / "epoch003.ckpt", tmp_path / "last.ckpt"
+    best.write_bytes(b"best")
+    last.write_bytes(b"old last")
+    with pytest.raises(OutputError) as err:
+        link_atomically(tmp_path / "gone.ckpt", last, "checkpoint")
+    assert (
+        str(err.value)
+        == f"could not write checkpoint {last}: No such file or directory (the previous file is kept)"
+    )
+    assert err.value.errno == errno.ENOENT and last.read_bytes() == b"old last"
+    link_atomically(best, last, "checkpoint")
+    assert os.path.samefile(best, last)
+
+    def no_links(src, dst):
+        raise OSError(errno.EPERM, os.strerror(errno.EPERM))
+
+    monkeypatch.setattr(os, "link", no_links)
+    link_atomically(best, tmp_path / "copy.ckpt", "checkpoint")
+    assert (tmp_path / "copy.ckpt").read_bytes() == b"best" and not os.path.samefile(
+        best, tmp_path / "copy.ckpt"
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["copy.ckpt", "epoch003.ckpt", "last.ckpt"]
+
+
 def test_a_summary_that_cannot_be_written_is_logged_instead(tmp_path, monkeypatch, caplog):
     _disk_full_after(monkeypatch, 0)
     with caplog.at_level(logging.INFO):
