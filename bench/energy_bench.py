@@ -54,6 +54,7 @@ os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("MPLCONFIGDIR", "/tmp/wattwise-mpl")
 
 import stats  # noqa: E402  (bench/stats.py)
+from stats import rotated  # noqa: E402  (variants in the order of a seed: rotated by one per seed)
 
 
 # ---- the benchmark's fixed definitions: change them here and in docs/bench.md, nowhere else -------
@@ -253,12 +254,6 @@ def methods() -> list[str]:
     return discover_methods()[0]
 
 
-def rotated(variants: Sequence[str], seed: int) -> list[str]:
-    """The variants in the order of this seed: rotated by one per seed (A B C, B C A, C A B, ...)."""
-    k = seed % len(variants) if variants else 0
-    return [*variants[k:], *variants[:k]]
-
-
 # ---- one run -----------------------------------------------------------------------------------
 def quiet() -> None:
     """Keep the bench's output to its own progress lines and tables."""
@@ -456,19 +451,27 @@ def table_cells(rows: list[dict[str, Any]]) -> list[list[str]]:
     return [[h for _, h, _, _ in COLUMNS]] + [[_cell(r, k, f, s) for k, _, f, s in COLUMNS] for r in rows]
 
 
-def markdown_table(rows: list[dict[str, Any]]) -> str:
-    cells = table_cells(rows)
-    lines = ["| " + " | ".join(cells[0]) + " |", "|" + "---|" * len(COLUMNS)]
+def markdown_grid(cells: Sequence[Sequence[str]]) -> str:
+    """A markdown table of `cells` (the first row is the header); the bench scripts' common form."""
+    lines = ["| " + " | ".join(cells[0]) + " |", "|" + "---|" * len(cells[0])]
     lines += ["| " + " | ".join(c) + " |" for c in cells[1:]]
     return "\n".join(lines)
 
 
-def terminal_table(rows: list[dict[str, Any]]) -> str:
-    cells = table_cells(rows)
-    widths = [max(len(r[i]) for r in cells) for i in range(len(COLUMNS))]
+def terminal_grid(cells: Sequence[Sequence[str]]) -> str:
+    """`cells` in aligned columns, the header ruled off, for the terminal."""
+    widths = [max(len(r[i]) for r in cells) for i in range(len(cells[0]))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
+
+
+def markdown_table(rows: list[dict[str, Any]]) -> str:
+    return markdown_grid(table_cells(rows))
+
+
+def terminal_table(rows: list[dict[str, Any]]) -> str:
+    return terminal_grid(table_cells(rows))
 
 
 def write_csv(rows: list[dict[str, Any]], path: Path) -> None:

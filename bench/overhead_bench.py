@@ -58,7 +58,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/stats.py, benc
 os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("MPLCONFIGDIR", "/tmp/wattwise-mpl")
 
+import energy_bench  # noqa: E402  (bench/energy_bench.py: its tasks, variants and table forms)
 import stats  # noqa: E402  (bench/stats.py)
+from stats import rotated  # noqa: E402  (loops in the order of a repeat)
 
 LOOPS = ("plain", "lightning", "baseline", "green")
 # --ablate: the baseline with one piece of wattwise's loop taken out each, then all of them: the
@@ -84,8 +86,6 @@ class OverheadTask:
 
 def bench_tasks() -> dict[str, OverheadTask]:
     """The default run (train.yaml's data, model and epochs) and the energy benchmark's tasks."""
-    import energy_bench
-
     tasks = {"default": OverheadTask((), 10)}
     for name, t in energy_bench.TASKS.items():
         tasks[name] = OverheadTask(t.overrides, t.epochs)
@@ -162,22 +162,11 @@ def table_cells(rows: Sequence[dict[str, Any]]) -> list[list[str]]:
 
 
 def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
-    cells = table_cells(rows)
-    lines = ["| " + " | ".join(cells[0]) + " |", "|" + "---|" * len(HEADERS)]
-    return "\n".join(lines + ["| " + " | ".join(c) + " |" for c in cells[1:]])
+    return energy_bench.markdown_grid(table_cells(rows))
 
 
 def terminal_table(rows: Sequence[dict[str, Any]]) -> str:
-    cells = table_cells(rows)
-    widths = [max(len(r[i]) for r in cells) for i in range(len(HEADERS))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
-
-
-def rotated(items: Sequence[str], k: int) -> list[str]:
-    k = k % len(items) if items else 0
-    return [*items[k:], *items[:k]]
+    return energy_bench.terminal_grid(table_cells(rows))
 
 
 # ---- the loops ---------------------------------------------------------------------------------------
@@ -365,8 +354,6 @@ def loop_overrides(loop: str, limit_batches: int | None) -> list[str]:
         ]
     )
     if loop == "green":
-        import energy_bench
-
         return [*energy_bench.variant_overrides("green"), *limits]
     return [*ABLATIONS.get(loop, ()), *limits]
 

@@ -18,4 +18,5 @@ from wattwise.stats import (  # noqa: F401
     paired_ratios,
     pareto_front,
     ratio_ci,
+    rotated,
 )

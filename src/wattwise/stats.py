@@ -17,6 +17,8 @@ Everything here is plain functions on lists, so it is tested on hand-made sample
   first falls to it); None when it never does. Such a run is *not reached*: it enters medians as
   +infinity (worse than any run that got there), never as zero and never dropped, so a variant
   that misses the target in most seeds has an infinite median and says so.
+- `rotated`: the order of interleaved variants in one round (A B C, B C A, C A B, ...), so a machine
+  that drifts over minutes biases none (the benchmarks and the comparison sweeper).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -223,3 +226,11 @@ def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
             continue
         front.append(i)
     return sorted(front, key=lambda i: points[i][0])
+
+
+def rotated(items: Sequence[Any], k: int) -> list[Any]:
+    """`items` rotated left by k (A B C, k=1: B C A)."""
+    if not items:
+        return []
+    k %= len(items)
+    return [*items[k:], *items[:k]]

@@ -29,6 +29,8 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.plugins.sweeper import Sweeper
 from omegaconf import DictConfig, OmegaConf
 
+from wattwise.stats import rotated
+
 log = logging.getLogger(__name__)
 
 DEFAULT_SEEDS = 3
@@ -47,14 +49,6 @@ def variant_label(swept: Sequence[str]) -> str:
     optim = [o.partition("=")[2] for o in swept if o.partition("=")[0].lstrip("+~") == "optim"]
     rest = [o for o in swept if o.partition("=")[0].lstrip("+~") != "optim"]
     return " ".join([optim_label(optim[0]) if optim else "none", *rest])
-
-
-def rotated(items: Sequence[Any], k: int) -> list[Any]:
-    """`items` rotated left by k (A B C, k=1: B C A)."""
-    if not items:
-        return []
-    k %= len(items)
-    return [*items[k:], *items[:k]]
 
 
 def _quoted(text: str) -> str:
