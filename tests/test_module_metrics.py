@@ -11,6 +11,19 @@ from torch.utils.data import DataLoader, TensorDataset
 from wattwise.models import MLP, ClassifierModule
 
 
+def _bare_trainer(**kwargs) -> L.Trainer:
+    """A CPU Trainer with only the module's own logging: no logger, checkpoints, bar or sanity check."""
+    return L.Trainer(
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        **kwargs,
+    )
+
+
 def test_epoch_figures_are_logged_once_per_epoch_and_seen_by_epoch_end_callbacks():
     torch.manual_seed(0)
     x, y = torch.randn(100, 1, 8, 8), torch.randint(0, 3, (100,))
@@ -31,16 +44,7 @@ def test_epoch_figures_are_logged_once_per_epoch_and_seen_by_epoch_end_callbacks
         def on_train_epoch_end(self, trainer, pl_module):
             seen[trainer.current_epoch] = set(trainer.callback_metrics)
 
-    trainer = L.Trainer(
-        max_epochs=3,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        callbacks=[Probe()],
-    )
+    trainer = _bare_trainer(max_epochs=3, callbacks=[Probe()])
     trainer.fit(module, train, val)
     assert sorted(calls) == sorted(["train/loss", "train/acc", "val/loss", "val/acc"] * 3)  # not per step
     assert all({"train/loss", "train/acc", "val/loss", "val/acc"} <= s for s in seen.values())
@@ -74,15 +78,7 @@ def test_epoch_figures_are_summed_over_the_processes_before_the_division(monkeyp
     torch.manual_seed(0)
     x, y = torch.randn(40, 1, 8, 8), torch.randint(0, 3, (40,))
     module = ClassifierModule(MLP((1, 8, 8), 3), 3)
-    trainer = L.Trainer(
-        max_epochs=1,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-    )
+    trainer = _bare_trainer(max_epochs=1)
     module.eval()
     with torch.no_grad():
         logits = module(x)

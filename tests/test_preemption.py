@@ -187,45 +187,32 @@ def test_last_ckpt_is_the_best_checkpoints_file_on_an_improving_epoch_and_its_ow
             self._look(trainer)
 
     data = DataLoader(TensorDataset(torch.randn(8, 2)), batch_size=4)
-    best = LeanModelCheckpoint(
-        dirpath=ckpts,
-        filename="epoch{epoch:03d}",
-        monitor="val/score",
-        mode="max",
-        auto_insert_metric_name=False,
-    )
-    trainer = L.Trainer(
-        max_epochs=4,
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        plugins=[AtomicCheckpointIO()],
-        callbacks=[Probe(), best, LastCheckpoint(dirpath=str(ckpts))],
-    )
+
+    def trainer_with_both_checkpoints(max_epochs: int, *first: L.Callback) -> L.Trainer:
+        best = LeanModelCheckpoint(
+            dirpath=ckpts,
+            filename="epoch{epoch:03d}",
+            monitor="val/score",
+            mode="max",
+            auto_insert_metric_name=False,
+        )
+        return L.Trainer(
+            max_epochs=max_epochs,
+            logger=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            num_sanity_val_steps=0,
+            plugins=[AtomicCheckpointIO()],
+            callbacks=[*first, best, LastCheckpoint(dirpath=str(ckpts))],
+        )
+
+    trainer = trainer_with_both_checkpoints(4, Probe())
     trainer.fit(Scripted(), data, data)
     assert same_file == [True, True, False, True]
     last = _ckpt(ckpts / "last.ckpt")
     assert last["epoch"] == 3 and last["global_step"] == 8
     assert sorted(p.name for p in ckpts.iterdir()) == ["epoch003.ckpt", "last.ckpt"]
-    resumed = L.Trainer(
-        max_epochs=5,
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        plugins=[AtomicCheckpointIO()],
-        callbacks=[
-            LeanModelCheckpoint(
-                dirpath=ckpts,
-                filename="epoch{epoch:03d}",
-                monitor="val/score",
-                mode="max",
-                auto_insert_metric_name=False,
-            ),
-            LastCheckpoint(dirpath=str(ckpts)),
-        ],
-    )
+    resumed = trainer_with_both_checkpoints(5)
     scores.append(0.5)
     resumed.fit(Scripted(), data, data, ckpt_path=str(ckpts / "last.ckpt"))
     assert resumed.current_epoch == 5 and _ckpt(ckpts / "last.ckpt")["global_step"] == 10
