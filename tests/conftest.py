@@ -220,6 +220,27 @@ def load_bench_module(name: str):
     return sys.modules[key]
 
 
+def cpu_trainer(tmp_path: Path, *callbacks: Any, epochs: int, checkpoint: bool, **extra: Any) -> Any:
+    """A small one-CPU Trainer for method tests: 2 training and 1 validation batch an epoch, no logger,
+    bar or model summary; `extra` goes to the Trainer (e.g. limit_test_batches)."""
+    import lightning as L
+
+    return L.Trainer(
+        max_epochs=epochs,
+        limit_train_batches=2,
+        limit_val_batches=1,
+        callbacks=list(callbacks),
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=checkpoint,
+        default_root_dir=tmp_path,
+        accelerator="cpu",
+        devices=1,
+        **extra,
+    )
+
+
 def run_cli(args: Sequence[str], cwd: Path, timeout: int = 240, env: dict | None = None, pin: bool = True):
     """Run `python train.py ...` as a user would; returns the CompletedProcess.
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-from conftest import run_cli, train_in_process
+from conftest import cpu_trainer, run_cli, train_in_process
 from lightning.pytorch.callbacks import ModelCheckpoint
 from mypkg import LSTMNet, PatchTransformer, SignalCNN, SignalDataModule, UserClassifier
 from zoo import PRUNE_ASIDE, SIGNAL
@@ -41,20 +41,7 @@ FAILURES = {
 
 
 def _trainer(tmp_path: Path, *callbacks: L.Callback, epochs: int = 2, checkpoint: bool = False) -> L.Trainer:
-    return L.Trainer(
-        max_epochs=epochs,
-        limit_train_batches=2,
-        limit_val_batches=1,
-        limit_test_batches=1,
-        callbacks=list(callbacks),
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        enable_checkpointing=checkpoint,
-        default_root_dir=tmp_path,
-        accelerator="cpu",
-        devices=1,
-    )
+    return cpu_trainer(tmp_path, *callbacks, epochs=epochs, checkpoint=checkpoint, limit_test_batches=1)
 
 
 def _classifier(name: str) -> tuple[SignalDataModule, ClassifierModule]:

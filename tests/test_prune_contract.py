@@ -12,6 +12,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
+from conftest import cpu_trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from mypkg import GRUNet, MyDataModule, SignalDataModule, TokenDataModule, TokenTransformer
 from torch import nn
@@ -25,19 +26,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "wattwise"
 
 
 def _trainer(tmp_path: Path, *callbacks: L.Callback, epochs: int = 3, checkpoint: bool = True) -> L.Trainer:
-    return L.Trainer(
-        max_epochs=epochs,
-        limit_train_batches=2,
-        limit_val_batches=1,
-        callbacks=list(callbacks),
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        enable_checkpointing=checkpoint,
-        default_root_dir=tmp_path,
-        accelerator="cpu",
-        devices=1,
-    )
+    return cpu_trainer(tmp_path, *callbacks, epochs=epochs, checkpoint=checkpoint)
 
 
 def _tokens(**net_kwargs):
